@@ -1,0 +1,368 @@
+//! The journal: every callback received, its deliveries and their attempts,
+//! kept in sled and made durable before anything is acknowledged.
+//!
+//! Everything lives in one sled tree so that each change is one atomic
+//! batch. Keys start with a byte naming the kind of entry:
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `c` id | [`CallbackRecord`] |
+//! | `b` id | the body, raw |
+//! | `d` id seq | [`Delivery`] |
+//! | `a` id seq attempt | [`Attempt`] |
+//! | `q` lane due id seq | nothing: the queue of pending deliveries, per destination, by due time |
+//! | `t` len task id | nothing: which callbacks carried a task id |
+//!
+//! Numbers are big-endian so that keys sort in numeric order; ids are ULIDs,
+//! so callbacks sort by the time they were received.
+
+mod codec;
+mod commit;
+mod record;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+
+pub use record::{Attempt, CallbackId, CallbackRecord, Delivery, DeliveryState};
+
+use commit::Committer;
+
+/// Why the journal could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Another process (usually a running relay) holds the journal's lock.
+    #[error("journal {path} is locked by another process (is a relay running on it?)")]
+    Locked { path: PathBuf },
+    #[error("cannot open journal {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    /// A write or flush failed; nothing written since the last good flush
+    /// may be relied on.
+    #[error("journal write failed: {0}")]
+    Write(Arc<sled::Error>),
+    #[error("journal record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<sled::Error> for JournalError {
+    fn from(err: sled::Error) -> Self {
+        JournalError::Write(Arc::new(err))
+    }
+}
+
+/// A pending delivery's place in a destination's queue.
+#[derive(Clone, Debug)]
+pub struct QueueEntry {
+    /// The queue key itself, for resuming a scan after it.
+    pub key: Vec<u8>,
+    /// When the delivery is due, ms since the epoch.
+    pub due_ms: u64,
+    pub id: CallbackId,
+    pub seq: u32,
+}
+
+/// The journal. Only one process may open a journal directory at a time.
+pub struct Journal {
+    db: sled::Db,
+    tree: sled::Tree,
+    committer: Committer,
+    committer_thread: Mutex<Option<JoinHandle<()>>>,
+    ids: Mutex<ulid::Generator>,
+    path: PathBuf,
+}
+
+const QUEUE_KEY_LEN: usize = 1 + 8 + 8 + 16 + 4;
+
+impl Journal {
+    /// Opens (or creates) the journal at `path` with a page cache of
+    /// `cache_capacity` bytes.
+    pub fn open(path: &Path, cache_capacity: u64) -> Result<Journal, JournalError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity)
+            .mode(sled::Mode::HighThroughput)
+            // Group commit flushes whatever is acknowledged; this only bounds
+            // how long attempt outcomes may wait when nothing is acked.
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(|source| open_error(path, source))?;
+        let tree = db.open_tree("journal").map_err(|source| open_error(path, source))?;
+        let (committer, thread) = Committer::start(db.clone());
+        Ok(Journal {
+            db,
+            tree,
+            committer,
+            committer_thread: Mutex::new(Some(thread)),
+            ids: Mutex::new(ulid::Generator::new()),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The directory this journal lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A new callback id, later than every id this process made before.
+    pub fn next_id(&self) -> CallbackId {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        // The generator fails only when 2^80 ids are made in one millisecond.
+        let id = ids.generate().unwrap_or_else(|_| ulid::Ulid::new());
+        CallbackId(id.0)
+    }
+
+    /// Stores a received callback with one pending delivery per destination,
+    /// due now, and returns once all of it is on disk.
+    pub async fn append(
+        &self,
+        record: &CallbackRecord,
+        body: &[u8],
+        destinations: &[&str],
+    ) -> Result<(), JournalError> {
+        let id = record.id;
+        let mut batch = sled::Batch::default();
+        batch.insert(&key(b'c', id, &[])[..], record.encode());
+        batch.insert(&key(b'b', id, &[])[..], body);
+        for (seq, url) in destinations.iter().enumerate() {
+            let seq = u32::try_from(seq).expect("a route has far fewer than 2^32 destinations");
+            let delivery = Delivery {
+                seq,
+                url: (*url).to_string(),
+                state: DeliveryState::Pending,
+                attempts: 0,
+                next_attempt_ms: record.received_at_ms,
+                last_status: None,
+                last_error: None,
+                replay: false,
+            };
+            batch.insert(&key(b'd', id, &seq.to_be_bytes())[..], delivery.encode());
+            let lane = lane_of(url);
+            batch.insert(&queue_key(lane, record.received_at_ms, id, seq)[..], &[]);
+        }
+        if let Some(task) = &record.task_id {
+            batch.insert(task_key(task, id), &[]);
+        }
+
+        self.tree.apply_batch(batch)?;
+        self.durable().await
+    }
+
+    /// Waits until every write made so far is on disk.
+    pub async fn durable(&self) -> Result<(), JournalError> {
+        self.committer.durable().await.map_err(JournalError::Write)
+    }
+
+    /// The first entry of `lane`'s queue after `after` (from the start when
+    /// `None`) for which `skip` is false.
+    pub fn next_due(
+        &self,
+        lane: u64,
+        after: Option<&[u8]>,
+        skip: impl Fn(CallbackId, u32) -> bool,
+    ) -> Result<Option<QueueEntry>, JournalError> {
+        let mut prefix = vec![b'q'];
+        prefix.extend_from_slice(&lane.to_be_bytes());
+        let end = lane_end(lane);
+        let range = match after {
+            Some(after) => self.tree.range::<&[u8], _>((
+                std::ops::Bound::Excluded(after),
+                std::ops::Bound::Excluded(&end[..]),
+            )),
+            None => self.tree.range::<&[u8], _>(&prefix[..]..&end[..]),
+        };
+        for item in range {
+            let (key, _) = item?;
+            let entry = parse_queue_key(&key)?;
+            if !skip(entry.id, entry.seq) {
+                return Ok(Some(entry));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Loads what an attempt needs: the callback, its body and the delivery.
+    pub fn load(
+        &self,
+        id: CallbackId,
+        seq: u32,
+    ) -> Result<Option<(CallbackRecord, Bytes, Delivery)>, JournalError> {
+        let Some(delivery) = self.tree.get(key(b'd', id, &seq.to_be_bytes()))? else {
+            return Ok(None);
+        };
+        let Some(record) = self.tree.get(key(b'c', id, &[]))? else {
+            return Ok(None);
+        };
+        let body = self.tree.get(key(b'b', id, &[]))?.unwrap_or_default();
+        Ok(Some((
+            CallbackRecord::decode(&record)?,
+            Bytes::copy_from_slice(&body),
+            Delivery::decode(&delivery)?,
+        )))
+    }
+
+    /// Records an attempt and the delivery's new state in one batch, moving
+    /// its queue entry (`entry_key`) to the new due time or removing it when
+    /// the delivery is no longer pending. Returns once it is on disk.
+    pub async fn finish_attempt(
+        &self,
+        entry_key: &[u8],
+        id: CallbackId,
+        delivery: &Delivery,
+        attempt: &Attempt,
+    ) -> Result<(), JournalError> {
+        let seq = delivery.seq.to_be_bytes();
+        let mut attempt_suffix = seq.to_vec();
+        attempt_suffix.extend_from_slice(&attempt.number.to_be_bytes());
+
+        let mut batch = sled::Batch::default();
+        batch.insert(key(b'a', id, &attempt_suffix), attempt.encode());
+        batch.insert(key(b'd', id, &seq), delivery.encode());
+        batch.remove(entry_key);
+        if delivery.state == DeliveryState::Pending {
+            let lane = lane_of(&delivery.url);
+            let next = queue_key(lane, delivery.next_attempt_ms, id, delivery.seq);
+            batch.insert(&next[..], &[]);
+        }
+
+        self.tree.apply_batch(batch)?;
+        self.durable().await
+    }
+
+    /// Every destination lane with pending deliveries, with the URL of one
+    /// of them (all deliveries of a lane share its URL but for hash clashes,
+    /// which only share a concurrency limit).
+    pub fn pending_lanes(&self) -> Result<Vec<(u64, String)>, JournalError> {
+        let mut lanes = Vec::new();
+        let mut start = vec![b'q'];
+        loop {
+            let Some((key, _)) = self.tree.range(&start[..]..&b"r"[..]).next().transpose()? else {
+                break;
+            };
+            let entry = parse_queue_key(&key)?;
+            let lane = u64::from_be_bytes(key[1..9].try_into().expect("queue keys are 37 bytes"));
+            if let Some((_, _, delivery)) = self.load(entry.id, entry.seq)? {
+                lanes.push((lane, delivery.url));
+            }
+            start = lane_end(lane).to_vec();
+        }
+        Ok(lanes)
+    }
+
+    /// Every delivery of a callback, in order.
+    pub fn deliveries(&self, id: CallbackId) -> Result<Vec<Delivery>, JournalError> {
+        self.tree
+            .scan_prefix(key(b'd', id, &[]))
+            .map(|item| Delivery::decode(&item?.1))
+            .collect()
+    }
+
+    /// Every attempt of one delivery, in order.
+    pub fn attempts(&self, id: CallbackId, seq: u32) -> Result<Vec<Attempt>, JournalError> {
+        self.tree
+            .scan_prefix(key(b'a', id, &seq.to_be_bytes()))
+            .map(|item| Attempt::decode(&item?.1))
+            .collect()
+    }
+
+    /// Every callback id in the journal, oldest first.
+    pub fn callback_ids(&self) -> impl Iterator<Item = Result<CallbackId, JournalError>> + '_ {
+        self.tree.scan_prefix([b'c']).map(|item| {
+            let (key, _) = item?;
+            let bytes: [u8; 16] = key[1..]
+                .try_into()
+                .map_err(|_| JournalError::Corrupt("callback key has a bad length".into()))?;
+            Ok(CallbackId(u128::from_be_bytes(bytes)))
+        })
+    }
+
+    /// Flushes what is left and stops the committer thread.
+    pub fn close(&self) {
+        self.committer.close();
+        let thread = self.committer_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+        let _ = self.db.flush();
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A destination's lane: a stable 64-bit FNV-1a hash of its URL.
+pub fn lane_of(url: &str) -> u64 {
+    url.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn open_error(path: &Path, source: sled::Error) -> JournalError {
+    if source.to_string().contains("could not acquire lock") {
+        JournalError::Locked { path: path.to_path_buf() }
+    } else {
+        JournalError::Open { path: path.to_path_buf(), source }
+    }
+}
+
+fn key(kind: u8, id: CallbackId, suffix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(17 + suffix.len());
+    key.push(kind);
+    key.extend_from_slice(&id.to_bytes());
+    key.extend_from_slice(suffix);
+    key
+}
+
+fn queue_key(lane: u64, due_ms: u64, id: CallbackId, seq: u32) -> [u8; QUEUE_KEY_LEN] {
+    let mut key = [0u8; QUEUE_KEY_LEN];
+    key[0] = b'q';
+    key[1..9].copy_from_slice(&lane.to_be_bytes());
+    key[9..17].copy_from_slice(&due_ms.to_be_bytes());
+    key[17..33].copy_from_slice(&id.to_bytes());
+    key[33..37].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The first key after every queue key of `lane`.
+fn lane_end(lane: u64) -> [u8; 9] {
+    let mut end = [0u8; 9];
+    match lane.checked_add(1) {
+        Some(next) => {
+            end[0] = b'q';
+            end[1..].copy_from_slice(&next.to_be_bytes());
+        }
+        // The last lane ends where the next kind of key begins.
+        None => end[0] = b'r',
+    }
+    end
+}
+
+fn parse_queue_key(key: &[u8]) -> Result<QueueEntry, JournalError> {
+    if key.len() != QUEUE_KEY_LEN {
+        return Err(JournalError::Corrupt(format!("queue key of {} bytes", key.len())));
+    }
+    let num = |range: std::ops::Range<usize>| -> u128 {
+        key[range].iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b))
+    };
+    Ok(QueueEntry {
+        key: key.to_vec(),
+        due_ms: num(9..17) as u64,
+        id: CallbackId(num(17..33)),
+        seq: num(33..37) as u32,
+    })
+}
+
+fn task_key(task: &str, id: CallbackId) -> Vec<u8> {
+    // Task ids are capped so the length fits; longer ones are not indexed.
+    let task = &task.as_bytes()[..task.len().min(u16::MAX as usize)];
+    let mut key = Vec::with_capacity(3 + task.len() + 16);
+    key.push(b't');
+    key.extend_from_slice(&(task.len() as u16).to_be_bytes());
+    key.extend_from_slice(task);
+    key.extend_from_slice(&id.to_bytes());
+    key
+}

@@ -1,0 +1,234 @@
+//! What the journal stores: callbacks, their deliveries, and attempts.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::JournalError;
+use super::codec::{Decoder, Encoder};
+
+/// A callback's id: a ULID, so ids sort by the time they were received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallbackId(pub u128);
+
+impl CallbackId {
+    /// The id as 16 big-endian bytes, the form used in journal keys.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+
+    /// Milliseconds since the Unix epoch at which the id was made.
+    pub fn timestamp_ms(self) -> u64 {
+        ulid::Ulid(self.0).timestamp_ms()
+    }
+
+    /// The id's random part, used to spread retry jitter across callbacks.
+    pub fn random_bits(self) -> u64 {
+        self.0 as u64
+    }
+}
+
+impl fmt::Display for CallbackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&ulid::Ulid(self.0), f)
+    }
+}
+
+impl FromStr for CallbackId {
+    type Err = ulid::DecodeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ulid::Ulid::from_string(s).map(|u| CallbackId(u.0))
+    }
+}
+
+/// One received callback, as it was received.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallbackRecord {
+    pub id: CallbackId,
+    /// Name of the route that accepted it.
+    pub route: String,
+    /// Milliseconds since the Unix epoch.
+    pub received_at_ms: u64,
+    pub method: String,
+    /// Path with the query string, if any.
+    pub path_and_query: String,
+    /// Every header as received, in order; values need not be UTF-8.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The caller's address, `ip:port`.
+    pub peer: String,
+    /// Whether it came over TLS (forwarded as `x-forwarded-proto`).
+    pub tls: bool,
+    /// The task id found at the route's first matching JSON pointer.
+    pub task_id: Option<String>,
+}
+
+const CALLBACK_V1: u8 = 1;
+
+impl CallbackRecord {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut enc = Encoder::with_version(CALLBACK_V1);
+        enc.bytes(&self.id.to_bytes())
+            .str(&self.route)
+            .u64(self.received_at_ms)
+            .str(&self.method)
+            .str(&self.path_and_query)
+            .str(&self.peer)
+            .u8(u8::from(self.tls))
+            .opt_str(self.task_id.as_deref())
+            .u32(u32::try_from(self.headers.len()).expect("header count is bounded by hyper"));
+        for (name, value) in &self.headers {
+            enc.str(name).bytes(value);
+        }
+        enc.finish()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<CallbackRecord, JournalError> {
+        let mut dec = Decoder::new(bytes, CALLBACK_V1, "callback record")?;
+        let id_bytes: [u8; 16] = dec
+            .bytes()?
+            .try_into()
+            .map_err(|_| JournalError::Corrupt("callback record: bad id".into()))?;
+        let mut record = CallbackRecord {
+            id: CallbackId(u128::from_be_bytes(id_bytes)),
+            route: dec.string()?,
+            received_at_ms: dec.u64()?,
+            method: dec.string()?,
+            path_and_query: dec.string()?,
+            peer: dec.string()?,
+            tls: dec.u8()? != 0,
+            task_id: dec.opt_string()?,
+            headers: Vec::new(),
+        };
+        let count = dec.u32()?;
+        for _ in 0..count {
+            record.headers.push((dec.string()?, dec.bytes()?.to_vec()));
+        }
+        Ok(record)
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// A destination answered 2xx.
+    Delivered,
+    /// Given up: a non-retryable answer, or attempts exhausted.
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            DeliveryState::Pending => 0,
+            DeliveryState::Delivered => 1,
+            DeliveryState::Dead => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Result<DeliveryState, JournalError> {
+        match code {
+            0 => Ok(DeliveryState::Pending),
+            1 => Ok(DeliveryState::Delivered),
+            2 => Ok(DeliveryState::Dead),
+            other => Err(JournalError::Corrupt(format!("delivery: unknown state {other}"))),
+        }
+    }
+}
+
+/// One callback's journey to one destination.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    /// Number of this delivery within its callback, from 0.
+    pub seq: u32,
+    pub url: String,
+    pub state: DeliveryState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due (ms since the epoch); meaningful while pending.
+    pub next_attempt_ms: u64,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    /// Queued by a replay rather than at ingest.
+    pub replay: bool,
+}
+
+const DELIVERY_V1: u8 = 1;
+
+impl Delivery {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut enc = Encoder::with_version(DELIVERY_V1);
+        enc.u32(self.seq)
+            .str(&self.url)
+            .u8(self.state.code())
+            .u32(self.attempts)
+            .u64(self.next_attempt_ms)
+            .u16(self.last_status.unwrap_or(0))
+            .opt_str(self.last_error.as_deref())
+            .u8(u8::from(self.replay));
+        enc.finish()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Delivery, JournalError> {
+        let mut dec = Decoder::new(bytes, DELIVERY_V1, "delivery")?;
+        Ok(Delivery {
+            seq: dec.u32()?,
+            url: dec.string()?,
+            state: DeliveryState::from_code(dec.u8()?)?,
+            attempts: dec.u32()?,
+            next_attempt_ms: dec.u64()?,
+            last_status: Some(dec.u16()?).filter(|s| *s != 0),
+            last_error: dec.opt_string()?,
+            replay: dec.u8()? != 0,
+        })
+    }
+}
+
+/// The outcome of one attempt, kept for inspection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    /// Numbered from 1.
+    pub number: u32,
+    /// When it started, ms since the epoch.
+    pub started_ms: u64,
+    /// How long it took, in microseconds.
+    pub latency_us: u64,
+    /// The destination's status, when it answered.
+    pub status: Option<u16>,
+    /// Why it failed without a status (connect error, timeout, ...).
+    pub error: Option<String>,
+}
+
+const ATTEMPT_V1: u8 = 1;
+
+impl Attempt {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut enc = Encoder::with_version(ATTEMPT_V1);
+        enc.u32(self.number)
+            .u64(self.started_ms)
+            .u64(self.latency_us)
+            .u16(self.status.unwrap_or(0))
+            .opt_str(self.error.as_deref());
+        enc.finish()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Attempt, JournalError> {
+        let mut dec = Decoder::new(bytes, ATTEMPT_V1, "attempt")?;
+        Ok(Attempt {
+            number: dec.u32()?,
+            started_ms: dec.u64()?,
+            latency_us: dec.u64()?,
+            status: Some(dec.u16()?).filter(|s| *s != 0),
+            error: dec.opt_string()?,
+        })
+    }
+}
