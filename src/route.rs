@@ -1,0 +1,88 @@
+//! Routes: which public paths exist, what they accept and where their
+//! callbacks go. Only configured routes exist; every other path is a 404.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method};
+
+use crate::config::{Config, Destination};
+use crate::retry::RetryPolicy;
+
+/// One configured route, ready for requests.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub path: String,
+    pub methods: Vec<Method>,
+    /// The `Allow` header sent with a 405.
+    pub allow: HeaderValue,
+    pub destinations: Vec<Destination>,
+    /// Destination URLs as strings, as the journal stores them.
+    pub destination_urls: Vec<String>,
+    pub retry: RetryPolicy,
+    /// JSON pointers tried in order to find a callback's task id.
+    pub task_id: Vec<String>,
+}
+
+impl Route {
+    /// The task id at the first of the route's JSON pointers that matches
+    /// a string or number in `body`; `None` for a body that is not JSON.
+    pub fn task_id(&self, body: &[u8]) -> Option<String> {
+        let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+        if *first != b'{' && *first != b'[' {
+            return None;
+        }
+        let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+        self.task_id.iter().find_map(|pointer| match json.pointer(pointer)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    }
+}
+
+/// Every route, by path and by name.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    by_path: HashMap<String, Arc<Route>>,
+    by_name: HashMap<String, Arc<Route>>,
+}
+
+impl RouteTable {
+    pub fn from_config(config: &Config) -> RouteTable {
+        let mut table = RouteTable::default();
+        for route in config.routes.values() {
+            let allow = route.methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+            let route = Arc::new(Route {
+                name: route.name.clone(),
+                path: route.path.clone(),
+                methods: route.methods.clone(),
+                allow: HeaderValue::from_str(&allow)
+                    .expect("method names are valid header characters"),
+                destination_urls: route.destinations.iter().map(|d| d.url.to_string()).collect(),
+                destinations: route.destinations.clone(),
+                retry: RetryPolicy::new(route.retry),
+                task_id: route.task_id.clone(),
+            });
+            table.by_path.insert(route.path.clone(), Arc::clone(&route));
+            table.by_name.insert(route.name.clone(), route);
+        }
+        table
+    }
+
+    /// The route serving exactly this path.
+    pub fn by_path(&self, path: &str) -> Option<&Arc<Route>> {
+        self.by_path.get(path)
+    }
+
+    /// The route with this name.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Route>> {
+        self.by_name.get(name)
+    }
+
+    /// Every route, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.by_name.values()
+    }
+}
