@@ -1,0 +1,295 @@
+//! A relay under test: in-process on `127.0.0.1:0`, or as a child process of the real
+//! binary, with its journal in a directory the test owns.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use callback_relay::config::Config;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::TestCerts;
+
+/// The text of a relay configuration, built up by a test.
+///
+/// Retries are fast by default (50ms initial backoff, 1s max, 5 attempts) so tests that
+/// exercise them finish quickly; [`RelayConfig::retry`] replaces the whole `[retry]` table.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    journal: PathBuf,
+    tls: Option<(PathBuf, PathBuf)>,
+    retry: String,
+    routes: Vec<String>,
+}
+
+impl RelayConfig {
+    /// A relay journaling under `journal` (a directory the test owns) with no routes yet.
+    pub fn new(journal: &Path) -> RelayConfig {
+        RelayConfig {
+            journal: journal.to_path_buf(),
+            tls: None,
+            retry: "initial_backoff = \"50ms\"\nmax_backoff = \"1s\"\nmax_attempts = 5\n\
+                    attempt_timeout = \"2s\"\n"
+                .to_owned(),
+            routes: Vec::new(),
+        }
+    }
+
+    /// Serves TLS with the test's certificates.
+    pub fn tls(mut self, certs: &TestCerts) -> RelayConfig {
+        self.tls = Some((certs.cert_path(), certs.key_path()));
+        self
+    }
+
+    /// Replaces the `[retry]` table's body, e.g. `"max_attempts = 3"`.
+    pub fn retry(mut self, body: &str) -> RelayConfig {
+        self.retry = format!("{body}\n");
+        self
+    }
+
+    /// Adds `[routes.NAME]` with `path`, `destinations` and any `extra` lines.
+    pub fn route(mut self, name: &str, path: &str, destinations: &[String], extra: &str) -> Self {
+        let list: Vec<String> = destinations.iter().map(|d| format!("{d:?}")).collect();
+        self.routes.push(format!(
+            "[routes.{name}]\npath = {path:?}\ndestinations = [{}]\n{extra}\n",
+            list.join(", ")
+        ));
+        self
+    }
+
+    /// The configuration file's text.
+    pub fn text(&self) -> String {
+        let mut text = String::from(
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"2s\"\n\
+             body_read_timeout = \"2s\"\n",
+        );
+        if let Some((cert, key)) = &self.tls {
+            text += &format!("[server.tls]\ncert = {cert:?}\nkey = {key:?}\n");
+        }
+        text += "[admin]\nlisten = \"127.0.0.1:0\"\n";
+        text += &format!(
+            "[journal]\npath = {:?}\ncache_capacity = \"8MiB\"\n",
+            self.journal
+        );
+        text += &format!("[retry]\n{}", self.retry);
+        for route in &self.routes {
+            text += route;
+        }
+        text
+    }
+
+    /// The parsed configuration; panics with the error and the text if it is invalid.
+    pub fn config(&self) -> Config {
+        let text = self.text();
+        Config::parse(&text, Path::new("."), &|_| None)
+            .unwrap_or_else(|err| panic!("test config is invalid: {err}\n{text}"))
+    }
+
+    /// Starts the relay in this process.
+    pub async fn start(&self) -> TestRelay {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let config = self.config();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            callback_relay::relay::run(config, listener, shutdown)
+                .await
+                .map_err(|err| err.to_string())
+        });
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        TestRelay {
+            base: format!("{scheme}://{addr}"),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Writes the configuration to `dir/relay.toml` and returns its path.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("relay.toml");
+        std::fs::write(&path, self.text()).expect("write the test config");
+        path
+    }
+}
+
+/// A relay running inside the test process.
+pub struct TestRelay {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl TestRelay {
+    /// `http(s)://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Shuts the relay down gracefully and waits until its journal is closed.
+    pub async fn stop(mut self) {
+        self.stop_inner().await;
+    }
+
+    async fn stop_inner(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("the relay stops within 15s");
+            result
+                .expect("relay task panicked")
+                .expect("relay ran without error");
+        }
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The real `callback-relay` binary running `serve` as a child process.
+pub struct RelayProcess {
+    child: Child,
+    base: String,
+    stderr_log: PathBuf,
+}
+
+impl RelayProcess {
+    /// Runs `callback-relay serve --config CONFIG`, logging to `dir/relay-N.log`, and waits
+    /// for the public listener's address to appear in the log.
+    pub fn spawn(config: &Path, dir: &Path) -> RelayProcess {
+        RelayProcess::spawn_with(config, dir, |_| {})
+    }
+
+    /// Like [`RelayProcess::spawn`], letting the test adjust the command first.
+    pub fn spawn_with(config: &Path, dir: &Path, adjust: impl FnOnce(&mut Command)) -> Self {
+        let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        let stderr_log = dir.join(format!("relay-{n}.log"));
+        let log = std::fs::File::create(&stderr_log).expect("create the relay log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_callback-relay"));
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        adjust(&mut command);
+        let child = command.spawn().expect("spawn callback-relay");
+        let mut process = RelayProcess {
+            child,
+            base: String::new(),
+            stderr_log,
+        };
+        process.base = format!("http://{}", process.wait_for_addr());
+        process
+    }
+
+    fn wait_for_addr(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let log = std::fs::read_to_string(&self.stderr_log).unwrap_or_default();
+            let addr = log
+                .lines()
+                .filter(|line| line.contains("relay listening"))
+                .find_map(|line| line.split("addr=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next());
+            if let Some(addr) = addr {
+                return addr.to_owned();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("relay exited with {status} before listening:\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "relay did not start within 15s:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Everything the relay has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL the relay");
+        self.child.wait().expect("reap the relay");
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(
+                    status.success(),
+                    "relay exited with {status}:\n{}",
+                    self.log()
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("relay did not exit within 15s of SIGTERM:\n{}", self.log());
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A delivery of callback `id` as the journal at `journal` holds it, with its attempts, in
+/// delivery order. Opens the journal, so the relay that used it must have stopped.
+pub fn journaled_deliveries(
+    journal: &Path,
+    id: &str,
+) -> Vec<(
+    callback_relay::journal::Delivery,
+    Vec<callback_relay::journal::Attempt>,
+)> {
+    let journal = callback_relay::journal::Journal::open(journal, 8 << 20)
+        .unwrap_or_else(|err| panic!("open the journal at {}: {err}", journal.display()));
+    let id = id
+        .parse()
+        .unwrap_or_else(|err| panic!("{id:?} is not a callback id: {err}"));
+    let deliveries = journal.deliveries(id).expect("read deliveries");
+    let result = deliveries
+        .into_iter()
+        .map(|d| {
+            let attempts = journal.attempts(id, d.seq).expect("read attempts");
+            (d, attempts)
+        })
+        .collect();
+    journal.close();
+    result
+}
