@@ -28,7 +28,10 @@ use crate::retry::Outcome;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot read CA file {path}: {source}")]
-    ReadCa { path: String, source: std::io::Error },
+    ReadCa {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("CA file {path} holds no usable certificate")]
     NoCa { path: String },
     #[error("cannot use TLS settings: {0}")]
@@ -100,7 +103,11 @@ impl Sender {
             Err(error) => return Outcome::Unsendable { error },
         };
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| error_chain(&e))?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| error_chain(&e))?;
             let (parts, body) = response.into_parts();
             // Read a little of the answer so the connection can be reused.
             let _ = Limited::new(body, MAX_RESPONSE_BODY).collect().await;
@@ -121,7 +128,9 @@ pub fn forwarded_request(
     body: Bytes,
     attempt: u32,
 ) -> Result<Request<Full<Bytes>>, String> {
-    let uri: Uri = url.parse().map_err(|e| format!("bad destination url {url:?}: {e}"))?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("bad destination url {url:?}: {e}"))?;
     let method = Method::from_bytes(record.method.as_bytes())
         .map_err(|_| format!("bad method {:?} in record", record.method))?;
     let mut request = Request::builder().method(method).uri(uri);
@@ -137,15 +146,19 @@ pub fn forwarded_request(
         {
             continue;
         }
-        let (Ok(name), Ok(value)) =
-            (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value))
-        else {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) else {
             continue;
         };
         headers.append(name, value);
     }
 
-    let peer_ip = record.peer.parse::<std::net::SocketAddr>().map(|a| a.ip().to_string());
+    let peer_ip = record
+        .peer
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip().to_string());
     let peer_ip = peer_ip.unwrap_or_else(|_| record.peer.clone());
     let forwarded_for = match headers.remove("x-forwarded-for") {
         Some(earlier) => format!("{}, {peer_ip}", String::from_utf8_lossy(earlier.as_bytes())),
@@ -174,7 +187,10 @@ fn connection_tokens(record: &CallbackRecord) -> Vec<String> {
         .filter(|(name, _)| name.eq_ignore_ascii_case(CONNECTION.as_str()))
         .flat_map(|(_, value)| {
             let value = String::from_utf8_lossy(value);
-            value.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>()
+            value
+                .split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -202,8 +218,13 @@ fn root_store(extra_ca: Option<&Path>) -> Result<rustls::RootCertStore, ClientEr
 
     if let Some(path) = extra_ca {
         let shown = path.display().to_string();
-        let pem = fs::read(path).map_err(|source| ClientError::ReadCa { path: shown.clone(), source })?;
-        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice()).filter_map(Result::ok).collect();
+        let pem = fs::read(path).map_err(|source| ClientError::ReadCa {
+            path: shown.clone(),
+            source,
+        })?;
+        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+            .filter_map(Result::ok)
+            .collect();
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 {
             return Err(ClientError::NoCa { path: shown });

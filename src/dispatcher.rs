@@ -111,12 +111,16 @@ impl Dispatcher {
             return Ok(Arc::clone(lane));
         }
         let own = self.defaults.destinations.get(url);
-        let ca = own.and_then(|d| d.ca.as_deref()).or(self.defaults.ca.as_deref());
+        let ca = own
+            .and_then(|d| d.ca.as_deref())
+            .or(self.defaults.ca.as_deref());
         let lane = Arc::new(Lane {
             id,
             url: url.to_string(),
             sender: Sender::new(ca, self.defaults.connect_timeout)?,
-            limit: own.and_then(|d| d.concurrency).unwrap_or(self.defaults.concurrency),
+            limit: own
+                .and_then(|d| d.concurrency)
+                .unwrap_or(self.defaults.concurrency),
             timeout: own.and_then(|d| d.timeout),
             wake: Notify::new(),
         });
@@ -124,7 +128,11 @@ impl Dispatcher {
 
         let runner = LaneRunner::new(Arc::clone(self), Arc::clone(&lane));
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        tasks.spawn(runner.run().instrument(debug_span!("lane", destination = %url)));
+        tasks.spawn(
+            runner
+                .run()
+                .instrument(debug_span!("lane", destination = %url)),
+        );
         Ok(lane)
     }
 
@@ -143,11 +151,13 @@ impl Dispatcher {
     pub async fn shutdown(&self, grace: Duration) {
         let _ = self.stop.send(true);
         let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        let drained = tokio::time::timeout(grace, async {
-            while tasks.join_next().await.is_some() {}
-        });
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} });
         if drained.await.is_err() {
-            warn!(?grace, "attempts still in flight at shutdown; they will be retried");
+            warn!(
+                ?grace,
+                "attempts still in flight at shutdown; they will be retried"
+            );
             tasks.shutdown().await;
         }
     }
@@ -282,9 +292,18 @@ async fn attempt(dispatcher: Arc<Dispatcher>, lane: Arc<Lane>, entry: QueueEntry
     let seed = record.id.random_bits() ^ u64::from(delivery.seq);
     let timing = (started_ms, latency);
     let attempt = settle(&mut delivery, number, &outcome, &policy, seed, timing);
-    log_outcome(&record.route, record.id, &delivery.url, &attempt, delivery.state);
+    log_outcome(
+        &record.route,
+        record.id,
+        &delivery.url,
+        &attempt,
+        delivery.state,
+    );
     drop(_entered);
-    if let Err(err) = journal.finish_attempt(&entry.key, record.id, &delivery, &attempt).await {
+    if let Err(err) = journal
+        .finish_attempt(&entry.key, record.id, &delivery, &attempt)
+        .await
+    {
         error!(callback.id = %record.id, error = %err, "cannot journal an attempt's outcome");
     }
 }
@@ -312,7 +331,11 @@ fn settle(
             delivery.state = DeliveryState::Dead;
             (None, Some(error.clone()))
         }
-        Outcome::Retryable { status, error, retry_after } => {
+        Outcome::Retryable {
+            status,
+            error,
+            retry_after,
+        } => {
             match policy.next_delay(number, *retry_after, seed) {
                 Some(delay) => {
                     let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
@@ -326,7 +349,13 @@ fn settle(
     delivery.last_status = status;
     delivery.last_error = error.clone();
     let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-    Attempt { number, started_ms, latency_us, status, error }
+    Attempt {
+        number,
+        started_ms,
+        latency_us,
+        status,
+        error,
+    }
 }
 
 fn log_outcome(route: &str, id: CallbackId, url: &str, attempt: &Attempt, state: DeliveryState) {

@@ -63,7 +63,11 @@ impl Ingest {
             route: route.name.clone(),
             received_at_ms: now_ms(),
             method: parts.method.as_str().to_string(),
-            path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
             headers: parts
                 .headers
                 .iter()
@@ -95,48 +99,74 @@ impl Ingest {
             }
             Ok(Err(err)) => {
                 debug!(error = %err, "request body could not be read");
-                Err(Box::new(plain(StatusCode::BAD_REQUEST, "request body could not be read\n")))
+                Err(Box::new(plain(
+                    StatusCode::BAD_REQUEST,
+                    "request body could not be read\n",
+                )))
             }
             Err(_) => {
                 let timeout = self.body_read_timeout;
                 debug!(?timeout, "body read timed out");
-                Err(Box::new(plain(StatusCode::REQUEST_TIMEOUT, "body read timed out\n")))
+                Err(Box::new(plain(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body read timed out\n",
+                )))
             }
         }
     }
 }
 
 fn declared_length(req: &Request<Incoming>) -> Option<u64> {
-    req.headers().get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    req.headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn ack(record: &CallbackRecord) -> Reply {
     let body = format!("{{\"id\":\"{}\"}}", record.id);
     let mut reply = Response::new(Full::new(Bytes::from(body)));
-    reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    reply
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     reply
 }
 
 fn unavailable() -> Reply {
-    let mut reply = plain(StatusCode::SERVICE_UNAVAILABLE, "journal unavailable; retry later\n");
-    reply.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("5"));
+    let mut reply = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "journal unavailable; retry later\n",
+    );
+    reply
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("5"));
     reply
 }
 
 fn too_large(max_body: u64) -> Reply {
-    plain(StatusCode::PAYLOAD_TOO_LARGE, &format!("body larger than {max_body} bytes\n"))
+    plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("body larger than {max_body} bytes\n"),
+    )
 }
 
 /// A short plain-text answer. It never echoes anything from the request.
 pub fn plain(status: StatusCode, text: &str) -> Reply {
     let mut reply = Response::new(Full::new(Bytes::from(text.to_string())));
     *reply.status_mut() = status;
-    reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    reply.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     reply
 }

@@ -68,7 +68,11 @@ pub async fn serve(
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
-                tokio::spawn(connection.serve_tls(acceptor, stream, watcher).instrument(span));
+                tokio::spawn(
+                    connection
+                        .serve_tls(acceptor, stream, watcher)
+                        .instrument(span),
+                );
             }
             None => {
                 let watcher = graceful.watcher();
@@ -78,8 +82,14 @@ pub async fn serve(
     }
 
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-        warn!(?drain, "connections still open after the drain timeout; closing them");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(
+            ?drain,
+            "connections still open after the drain timeout; closing them"
+        );
     }
 }
 
@@ -126,7 +136,12 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Connection { builder, ingest, peer, .. } = self;
+        let Connection {
+            builder,
+            ingest,
+            peer,
+            ..
+        } = self;
         let service = service_fn(move |req| {
             let ingest = Arc::clone(&ingest);
             async move { Ok::<_, std::convert::Infallible>(ingest.handle(req, peer).await) }

@@ -63,9 +63,13 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
-        LogFormat::Pretty => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Pretty => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
         LogFormat::Json => builder.json().init(),
     }
 }
@@ -82,14 +86,23 @@ fn check(path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let tls = if config.server.tls.is_some() { "https" } else { "http" };
+    let tls = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!("{}: ok", path.display());
     println!("listen {tls}://{}", config.server.listen);
     println!("admin  http://{}", config.admin.listen);
     println!("journal {}", config.journal.path.display());
     for route in config.routes.values() {
         let methods: Vec<&str> = route.methods.iter().map(|m| m.as_str()).collect();
-        println!("route {} {} [{}]", route.name, route.path, methods.join(", "));
+        println!(
+            "route {} {} [{}]",
+            route.name,
+            route.path,
+            methods.join(", ")
+        );
         for dest in &route.destinations {
             println!("  -> {}", dest.url);
         }
@@ -102,7 +115,10 @@ fn serve(path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("callback-relay: cannot start the async runtime: {err}");

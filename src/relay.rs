@@ -43,7 +43,10 @@ pub async fn run(
         Some(tls) => Some(TlsAcceptor::from(tls::server_config(tls)?)),
         None => None,
     };
-    let journal = Arc::new(Journal::open(&config.journal.path, config.journal.cache_capacity)?);
+    let journal = Arc::new(Journal::open(
+        &config.journal.path,
+        config.journal.cache_capacity,
+    )?);
     let routes = Arc::new(RouteTable::from_config(&config));
     let dispatcher = Dispatcher::start(&config, Arc::clone(&journal), Arc::clone(&routes))?;
 
@@ -60,7 +63,10 @@ pub async fn run(
         header_read_timeout: config.server.header_read_timeout,
         keep_alive_timeout: config.server.keep_alive_timeout,
     };
-    let addr = public.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = public
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     info!(addr = %addr, tls = tls.is_some(), journal = %journal.path().display(), "relay listening");
 
     let grace = config.server.shutdown_timeout;

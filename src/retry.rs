@@ -18,7 +18,11 @@ pub enum Outcome {
     /// The destination answered 2xx.
     Delivered { status: u16 },
     /// Worth another attempt: connect error, timeout, 408, 425, 429 or 5xx.
-    Retryable { status: Option<u16>, error: Option<String>, retry_after: Option<Duration> },
+    Retryable {
+        status: Option<u16>,
+        error: Option<String>,
+        retry_after: Option<Duration>,
+    },
     /// No retry will help: any other answer (most 4xx, and 3xx).
     Rejected { status: u16 },
     /// The request cannot be built (say, a destination URL that no longer
@@ -37,7 +41,11 @@ impl Outcome {
                 .get(http::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            Outcome::Retryable { status: Some(code), error: None, retry_after }
+            Outcome::Retryable {
+                status: Some(code),
+                error: None,
+                retry_after,
+            }
         } else {
             Outcome::Rejected { status: code }
         }
@@ -45,7 +53,11 @@ impl Outcome {
 
     /// An attempt that got no answer.
     pub fn failed(error: impl Into<String>) -> Outcome {
-        Outcome::Retryable { status: None, error: Some(error.into()), retry_after: None }
+        Outcome::Retryable {
+            status: None,
+            error: Some(error.into()),
+            retry_after: None,
+        }
     }
 }
 
@@ -100,9 +112,15 @@ impl RetryPolicy {
     /// Exponential backoff with jitter: a uniform pick from the upper half
     /// of the doubled delay, never below `initial_backoff`.
     fn backoff(&self, attempt: u32, seed: u64) -> Duration {
-        let RetryConfig { initial_backoff, max_backoff, .. } = self.config;
+        let RetryConfig {
+            initial_backoff,
+            max_backoff,
+            ..
+        } = self.config;
         let doublings = attempt.saturating_sub(1).min(32);
-        let full = initial_backoff.saturating_mul(1u32 << doublings.min(31)).min(max_backoff);
+        let full = initial_backoff
+            .saturating_mul(1u32 << doublings.min(31))
+            .min(max_backoff);
         let fraction = splitmix(seed ^ u64::from(attempt)) as f64 / u64::MAX as f64;
         let jittered = full.mul_f64(0.5 + 0.5 * fraction);
         jittered.max(initial_backoff).min(max_backoff)
@@ -148,7 +166,10 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         assert_eq!(parse_retry_after(" 2 ", now), Some(Duration::from_secs(2)));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
@@ -162,7 +183,10 @@ mod tests {
                 let delay = policy.next_delay(attempt, None, seed).unwrap();
                 let full = Duration::from_secs(1 << (attempt - 1)).min(Duration::from_secs(60));
                 assert!(delay <= full, "attempt {attempt}: {delay:?} > {full:?}");
-                assert!(delay >= (full / 2).max(Duration::from_secs(1)), "attempt {attempt}");
+                assert!(
+                    delay >= (full / 2).max(Duration::from_secs(1)),
+                    "attempt {attempt}"
+                );
             }
         }
         assert_eq!(policy.next_delay(12, None, 7), None);
@@ -171,8 +195,9 @@ mod tests {
     #[test]
     fn jitter_spreads_callbacks() {
         let policy = policy(12);
-        let delays: std::collections::HashSet<_> =
-            (0..50).map(|seed| policy.next_delay(5, None, seed).unwrap()).collect();
+        let delays: std::collections::HashSet<_> = (0..50)
+            .map(|seed| policy.next_delay(5, None, seed).unwrap())
+            .collect();
         assert!(delays.len() > 40, "only {} distinct delays", delays.len());
     }
 
@@ -182,7 +207,10 @@ mod tests {
         let asked = Some(Duration::from_secs(2));
         assert_eq!(policy.next_delay(1, asked, 3), Some(Duration::from_secs(2)));
         let too_long = Some(Duration::from_secs(3600));
-        assert_eq!(policy.next_delay(1, too_long, 3), Some(Duration::from_secs(60)));
+        assert_eq!(
+            policy.next_delay(1, too_long, 3),
+            Some(Duration::from_secs(60))
+        );
         assert_eq!(policy.next_delay(5, asked, 3), None);
     }
 }

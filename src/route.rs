@@ -34,11 +34,13 @@ impl Route {
             return None;
         }
         let json: serde_json::Value = serde_json::from_slice(body).ok()?;
-        self.task_id.iter().find_map(|pointer| match json.pointer(pointer)? {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        })
+        self.task_id
+            .iter()
+            .find_map(|pointer| match json.pointer(pointer)? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
     }
 }
 
@@ -53,14 +55,23 @@ impl RouteTable {
     pub fn from_config(config: &Config) -> RouteTable {
         let mut table = RouteTable::default();
         for route in config.routes.values() {
-            let allow = route.methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+            let allow = route
+                .methods
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
             let route = Arc::new(Route {
                 name: route.name.clone(),
                 path: route.path.clone(),
                 methods: route.methods.clone(),
                 allow: HeaderValue::from_str(&allow)
                     .expect("method names are valid header characters"),
-                destination_urls: route.destinations.iter().map(|d| d.url.to_string()).collect(),
+                destination_urls: route
+                    .destinations
+                    .iter()
+                    .map(|d| d.url.to_string())
+                    .collect(),
                 destinations: route.destinations.clone(),
                 retry: RetryPolicy::new(route.retry),
                 task_id: route.task_id.clone(),

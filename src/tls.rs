@@ -14,11 +14,19 @@ use crate::config::TlsConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {what} file {path}: {source}")]
-    Read { what: &'static str, path: String, source: std::io::Error },
+    Read {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{what} file {path} holds no PEM {what}")]
     Empty { what: &'static str, path: String },
     #[error("cannot use certificate {cert} with key {key}: {source}")]
-    Rustls { cert: String, key: String, source: rustls::Error },
+    Rustls {
+        cert: String,
+        key: String,
+        source: rustls::Error,
+    },
 }
 
 /// Builds the server's TLS settings from the configured files.
@@ -42,14 +50,23 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    fs::read(path).map_err(|source| TlsError::Read { what, path: path.display().to_string(), source })
+    fs::read(path).map_err(|source| TlsError::Read {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read("certificate", path)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice()).filter_map(Result::ok).collect();
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .filter_map(Result::ok)
+        .collect();
     if certs.is_empty() {
-        return Err(TlsError::Empty { what: "certificate", path: path.display().to_string() });
+        return Err(TlsError::Empty {
+            what: "certificate",
+            path: path.display().to_string(),
+        });
     }
     Ok(certs)
 }
@@ -58,6 +75,9 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read("key", path)?;
     match rustls_pemfile::private_key(&mut pem.as_slice()) {
         Ok(Some(key)) => Ok(key),
-        _ => Err(TlsError::Empty { what: "key", path: path.display().to_string() }),
+        _ => Err(TlsError::Empty {
+            what: "key",
+            path: path.display().to_string(),
+        }),
     }
 }

@@ -80,14 +80,19 @@ impl<'a> Decoder<'a> {
     ) -> Result<Decoder<'a>, JournalError> {
         match bytes.split_first() {
             Some((&v, rest)) if v == version => Ok(Decoder { rest, what }),
-            Some((&v, _)) => Err(JournalError::Corrupt(format!("{what}: unknown version {v}"))),
+            Some((&v, _)) => Err(JournalError::Corrupt(format!(
+                "{what}: unknown version {v}"
+            ))),
             None => Err(JournalError::Corrupt(format!("{what}: empty record"))),
         }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], JournalError> {
         if self.rest.len() < n {
-            return Err(JournalError::Corrupt(format!("{}: record is truncated", self.what)));
+            return Err(JournalError::Corrupt(format!(
+                "{}: record is truncated",
+                self.what
+            )));
         }
         let (head, tail) = self.rest.split_at(n);
         self.rest = tail;

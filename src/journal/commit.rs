@@ -39,7 +39,10 @@ struct State {
 impl Committer {
     /// Starts the committer thread for `db`.
     pub(crate) fn start(db: sled::Db) -> (Committer, thread::JoinHandle<()>) {
-        let shared = Arc::new(Shared { state: Mutex::default(), wake: Condvar::new() });
+        let shared = Arc::new(Shared {
+            state: Mutex::default(),
+            wake: Condvar::new(),
+        });
         let worker = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name("journal-commit".into())
@@ -59,7 +62,9 @@ impl Committer {
         match rx.await {
             Ok(result) => result,
             // The committer dropped the sender without answering: it is gone.
-            Err(_) => Err(Arc::new(sled::Error::ReportableBug("journal committer stopped".into()))),
+            Err(_) => Err(Arc::new(sled::Error::ReportableBug(
+                "journal committer stopped".into(),
+            ))),
         }
     }
 
@@ -72,7 +77,9 @@ impl Committer {
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // A panic while holding this lock leaves only a Vec behind: still usable.
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn run(db: &sled::Db, shared: &Shared) {

@@ -88,7 +88,9 @@ impl Journal {
             .flush_every_ms(Some(200))
             .open()
             .map_err(|source| open_error(path, source))?;
-        let tree = db.open_tree("journal").map_err(|source| open_error(path, source))?;
+        let tree = db
+            .open_tree("journal")
+            .map_err(|source| open_error(path, source))?;
         let (committer, thread) = Committer::start(db.clone());
         Ok(Journal {
             db,
@@ -280,7 +282,11 @@ impl Journal {
     /// Flushes what is left and stops the committer thread.
     pub fn close(&self) {
         self.committer.close();
-        let thread = self.committer_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let thread = self
+            .committer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(thread) = thread {
             let _ = thread.join();
         }
@@ -303,9 +309,14 @@ pub fn lane_of(url: &str) -> u64 {
 
 fn open_error(path: &Path, source: sled::Error) -> JournalError {
     if source.to_string().contains("could not acquire lock") {
-        JournalError::Locked { path: path.to_path_buf() }
+        JournalError::Locked {
+            path: path.to_path_buf(),
+        }
     } else {
-        JournalError::Open { path: path.to_path_buf(), source }
+        JournalError::Open {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -343,10 +354,15 @@ fn lane_end(lane: u64) -> [u8; 9] {
 
 fn parse_queue_key(key: &[u8]) -> Result<QueueEntry, JournalError> {
     if key.len() != QUEUE_KEY_LEN {
-        return Err(JournalError::Corrupt(format!("queue key of {} bytes", key.len())));
+        return Err(JournalError::Corrupt(format!(
+            "queue key of {} bytes",
+            key.len()
+        )));
     }
     let num = |range: std::ops::Range<usize>| -> u128 {
-        key[range].iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b))
+        key[range]
+            .iter()
+            .fold(0u128, |acc, b| (acc << 8) | u128::from(*b))
     };
     Ok(QueueEntry {
         key: key.to_vec(),

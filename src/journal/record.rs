@@ -140,7 +140,9 @@ impl DeliveryState {
             0 => Ok(DeliveryState::Pending),
             1 => Ok(DeliveryState::Delivered),
             2 => Ok(DeliveryState::Dead),
-            other => Err(JournalError::Corrupt(format!("delivery: unknown state {other}"))),
+            other => Err(JournalError::Corrupt(format!(
+                "delivery: unknown state {other}"
+            ))),
         }
     }
 }
