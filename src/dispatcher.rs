@@ -363,14 +363,14 @@ fn log_outcome(route: &str, id: CallbackId, url: &str, attempt: &Attempt, state:
     let error = attempt.error.as_deref();
     let latency_ms = attempt.latency_us / 1000;
     match state {
-        DeliveryState::Delivered => debug!(?status, latency_ms, "delivered"),
+        DeliveryState::Delivered => debug!(status, latency_ms, "delivered"),
         DeliveryState::Pending => {
             info!(route, callback.id = %id, attempt = attempt.number, destination = url,
-                ?status, error, "attempt failed; will retry")
+                status, error, "attempt failed; will retry")
         }
         DeliveryState::Dead => {
             warn!(route, callback.id = %id, attempt = attempt.number, destination = url,
-                ?status, error, "delivery is dead; it will not be retried")
+                status, error, "delivery is dead; it will not be retried")
         }
     }
 }
