@@ -84,7 +84,7 @@ pub enum ImportError {
 }
 
 /// Gives a route's destination URLs, when the route is configured.
-pub type RouteDestinations<'a> = &'a dyn Fn(&str) -> Option<Vec<String>>;
+pub type RouteDestinations<'a> = &'a (dyn Fn(&str) -> Option<Vec<String>> + Sync);
 
 /// What an import did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -70,12 +70,30 @@ pub struct ReplayResult {
     /// The one-off send (replay with a target).
     #[serde(default)]
     pub sent: Option<SentResult>,
+    /// Why this callback could not be replayed (bulk replays only; a
+    /// single replay answers with an error instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl ReplayResult {
+    /// A replay that could not be made, as a bulk replay reports it.
+    pub fn failed(id: String, error: &ReplayError) -> ReplayResult {
+        ReplayResult {
+            id,
+            route: String::new(),
+            queued: Vec::new(),
+            sent: None,
+            error: Some(error.to_string()),
+        }
+    }
+
     /// Whether the replay did what was asked: deliveries queued, or a
     /// one-off send answered 2xx.
     pub fn succeeded(&self) -> bool {
+        if self.error.is_some() {
+            return false;
+        }
         match &self.sent {
             Some(sent) => sent.succeeded,
             None => !self.queued.is_empty(),
@@ -124,11 +142,12 @@ pub struct ReplaySummary {
 
 impl ReplaySummary {
     /// Counts one replay's result.
-    pub fn add(&mut self, result: &Result<ReplayResult, ReplayError>) {
+    pub fn add(&mut self, result: &ReplayResult) {
         self.sent += 1;
-        match result {
-            Ok(r) if r.succeeded() => self.succeeded += 1,
-            _ => self.failed += 1,
+        if result.succeeded() {
+            self.succeeded += 1;
+        } else {
+            self.failed += 1;
         }
     }
 }
@@ -207,6 +226,14 @@ impl Replayer {
         self.destinations.get(route).map(Vec::as_slice)
     }
 
+    /// Every configured destination URL.
+    pub fn all_destinations(&self) -> Vec<String> {
+        let mut urls: Vec<String> = self.destinations.values().flatten().cloned().collect();
+        urls.sort();
+        urls.dedup();
+        urls
+    }
+
     /// Replays the callback `id` as `request` asks.
     pub async fn replay(
         &self,
@@ -280,6 +307,7 @@ impl Replayer {
                 })
                 .collect(),
             sent: None,
+            error: None,
         })
     }
 
@@ -359,6 +387,7 @@ impl Replayer {
                 content_type: content_type.map(str::to_string),
                 response_head,
             }),
+            error: None,
         })
     }
 

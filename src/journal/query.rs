@@ -276,7 +276,7 @@ impl Journal {
     }
 
     /// A callback's summary, when it exists.
-    fn summary(&self, id: CallbackId) -> Result<Option<Summary>, JournalError> {
+    pub fn summary(&self, id: CallbackId) -> Result<Option<Summary>, JournalError> {
         let Some(record) = self.record(id)? else {
             return Ok(None);
         };
