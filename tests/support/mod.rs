@@ -5,6 +5,7 @@
 //! - [`FakeDestination`]: an HTTP/1.1 + HTTP/2 server (plain or TLS) that records every
 //!   request and answers per a [`Script`] of [`Reply`]s.
 //! - [`Client`]: posts to the relay under test over HTTP/1.1, h2c or TLS (h1 or h2 via ALPN).
+//! - [`RelayProcess`] and [`cli`]: the real binary as a child process on a temp config.
 //! - [`fixture`], [`wait_until`] and [`wait_until_async`]: small helpers.
 //!
 //! Each integration test file compiles this module on its own (`mod support;`), so unused
@@ -14,12 +15,14 @@
 mod certs;
 mod client;
 mod destination;
+mod process;
 mod script;
 mod wait;
 
 pub use certs::TestCerts;
 pub use client::{Client, ClientError, Response, Version};
 pub use destination::{FakeDestination, RELAY_ATTEMPT, RELAY_ID, Received, WaitTimeout};
+pub use process::{BIN, RelayProcess, cli, cli_async, stderr, stdout, write_config};
 pub use script::{Call, Reply, Script};
 pub use wait::{wait_until, wait_until_async};
 
