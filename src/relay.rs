@@ -36,7 +36,10 @@ pub enum RelayError {
     #[error("cannot build a destination client: {0}")]
     Client(#[from] ClientError),
     #[error("cannot bind the admin api on {addr}: {source}")]
-    AdminBind { addr: SocketAddr, source: std::io::Error },
+    AdminBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs a relay on `public` until `shutdown` resolves, then drains: stops
@@ -84,8 +87,7 @@ pub async fn run_with_admin(
     };
     let addr = public.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let grace = config.server.shutdown_timeout;
-    let (stopping, admin_task) =
-        start_admin(&config, admin, &journal, &dispatcher, addr.clone())?;
+    let (stopping, admin_task) = start_admin(&config, admin, &journal, &dispatcher, addr.clone())?;
     info!(addr = %addr, tls = tls.is_some(), journal = %journal.path().display(), "relay listening");
 
     listener::serve(public, tls, ingest, limits, shutdown, grace).await;
@@ -116,12 +118,18 @@ fn start_admin(
         public_addr,
         stopping: stopped.clone(),
     });
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     info!(addr = %addr, token = admin.token.is_some(), "admin listening");
     let mut stop = stopped;
     let shutdown = async move {
         let _ = stop.wait_for(|stopping| *stopping).await;
     };
     let grace = config.server.shutdown_timeout;
-    Ok((stopping, tokio::spawn(admin::serve(listener, admin, shutdown, grace))))
+    Ok((
+        stopping,
+        tokio::spawn(admin::serve(listener, admin, shutdown, grace)),
+    ))
 }
