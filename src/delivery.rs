@@ -3,7 +3,8 @@
 //! The forwarded request keeps the method, the body bytes and the
 //! end-to-end headers; hop-by-hop headers are dropped, `host` is the
 //! destination's, and the relay adds `x-relay-id`, `x-relay-attempt`,
-//! `x-forwarded-for` and `x-forwarded-proto`. Headers a caller sends under
+//! `x-forwarded-for` and `x-forwarded-proto`, and `x-relay-replay: true` on
+//! replays. Headers a caller sends under
 //! `x-relay-` are dropped so that they cannot pose as the relay's own.
 
 use std::error::Error as _;
@@ -89,16 +90,18 @@ impl Sender {
         Ok(Sender { client })
     }
 
-    /// Sends `record` to `url` as attempt number `attempt`, within `timeout`.
+    /// Sends `record` to `url` as attempt number `attempt` (of a replay when
+    /// `replay`), within `timeout`.
     pub async fn send(
         &self,
         url: &str,
         record: &CallbackRecord,
         body: Bytes,
         attempt: u32,
+        replay: bool,
         timeout: Duration,
     ) -> Outcome {
-        let request = match forwarded_request(url, record, body, attempt) {
+        let request = match forwarded_request(url, record, body, attempt, replay) {
             Ok(request) => request,
             Err(error) => return Outcome::Unsendable { error },
         };
@@ -119,6 +122,55 @@ impl Sender {
             Err(_) => Outcome::failed(format!("attempt timed out after {timeout:?}")),
         }
     }
+
+    /// Sends a request once within `timeout` and returns the answer with
+    /// at most `keep` bytes of its body, for a person to read.
+    pub async fn exchange(
+        &self,
+        request: Request<Full<Bytes>>,
+        timeout: Duration,
+        keep: usize,
+    ) -> Result<Answer, String> {
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| error_chain(&e))?;
+            let (parts, mut body) = response.into_parts();
+            let mut head = Vec::new();
+            while head.len() < keep {
+                match body.frame().await {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => head.extend_from_slice(&data),
+                        Err(_) => continue,
+                    },
+                    Some(Err(err)) => return Err(format!("reading the answer: {err}")),
+                    None => break,
+                }
+            }
+            head.truncate(keep);
+            let head = Bytes::from(head);
+            Ok(Answer {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                head,
+            })
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("request timed out after {timeout:?}")),
+        }
+    }
+}
+
+/// What a target answered to a request sent once.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    /// The start of the answer's body.
+    pub head: Bytes,
 }
 
 /// Builds the request a destination receives.
@@ -127,6 +179,7 @@ pub fn forwarded_request(
     record: &CallbackRecord,
     body: Bytes,
     attempt: u32,
+    replay: bool,
 ) -> Result<Request<Full<Bytes>>, String> {
     let uri: Uri = url
         .parse()
@@ -174,6 +227,9 @@ pub fn forwarded_request(
     for (name, value) in relay_headers {
         let value = HeaderValue::from_str(&value).map_err(|e| format!("{name}: {e}"))?;
         headers.insert(name, value);
+    }
+    if replay {
+        headers.insert("x-relay-replay", HeaderValue::from_static("true"));
     }
 
     request.body(Full::new(body)).map_err(|e| e.to_string())

@@ -18,6 +18,7 @@ use tracing::{Instrument, debug, debug_span, error, info, warn};
 
 use crate::config::{Config, Destination, RetryConfig};
 use crate::delivery::{ClientError, Sender};
+use crate::events::Events;
 use crate::ingest::now_ms;
 use crate::journal::{Attempt, CallbackId, DeliveryState, Journal, QueueEntry, lane_of};
 use crate::retry::{Outcome, RetryPolicy};
@@ -43,6 +44,8 @@ pub struct Dispatcher {
     lanes: Mutex<HashMap<u64, Arc<Lane>>>,
     tasks: Mutex<JoinSet<()>>,
     stop: watch::Sender<bool>,
+    /// Where finished attempts are announced.
+    events: Events,
 }
 
 /// One destination's queue runner.
@@ -85,6 +88,7 @@ impl Dispatcher {
             lanes: Mutex::default(),
             tasks: Mutex::new(JoinSet::new()),
             stop: watch::channel(false).0,
+            events: Events::default(),
         });
 
         let configured: Vec<String> = dispatcher.defaults.destinations.keys().cloned().collect();
@@ -144,6 +148,17 @@ impl Dispatcher {
                 lane.wake.notify_one();
             }
         }
+    }
+
+    /// The live event hub: attempts are announced here, and ingest
+    /// announces accepted callbacks.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Whether the lanes are running (shutdown has not begun).
+    pub fn running(&self) -> bool {
+        !*self.stop.borrow()
     }
 
     /// Stops starting attempts, waits up to `grace` for those in flight,
@@ -283,7 +298,14 @@ async fn attempt(dispatcher: Arc<Dispatcher>, lane: Arc<Lane>, entry: QueueEntry
     let timeout = lane.timeout.unwrap_or(policy.attempt_timeout());
     let outcome = lane
         .sender
-        .send(&delivery.url, &record, body, number, timeout)
+        .send(
+            &delivery.url,
+            &record,
+            body,
+            number,
+            delivery.replay,
+            timeout,
+        )
         .instrument(span.clone())
         .await;
     let latency = started.elapsed();
@@ -306,6 +328,7 @@ async fn attempt(dispatcher: Arc<Dispatcher>, lane: Arc<Lane>, entry: QueueEntry
     {
         error!(callback.id = %record.id, error = %err, "cannot journal an attempt's outcome");
     }
+    dispatcher.events.attempted(&record, &delivery, &attempt);
 }
 
 /// Applies an attempt's outcome to its delivery and returns the attempt.

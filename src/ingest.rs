@@ -85,6 +85,7 @@ impl Ingest {
         }
         debug!(route = %route.name, callback.id = %record.id, task = ?record.task_id, "accepted");
         self.dispatcher.wake(&route.destination_urls);
+        self.dispatcher.events().accepted(&record);
         ack(&record)
     }
 

@@ -17,14 +17,29 @@
 //! - [`delivery`]: one forwarded request and its outcome.
 //! - [`retry`]: which outcomes are retried, and when.
 //! - [`tls`]: the listener's certificates.
+//! - [`admin`]: the admin API: inspection, replay, live events, health.
+//! - [`inspect`]: callbacks, deliveries and attempts as the API shows them.
+//! - [`replay`]: sending a journaled callback again, queued or once.
+//! - [`export`]: callbacks as JSON Lines, out of and into a journal.
+//! - [`events`]: the live stream of accepted callbacks and attempts.
+//! - [`cli`]: the inspection commands (list, show, replay, tail, export,
+//!   import), through the admin API or straight from the journal.
+//! - [`clock`]: times as people read and write them.
 
+pub mod admin;
+pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod dispatcher;
+pub mod events;
+pub mod export;
 pub mod ingest;
+pub mod inspect;
 pub mod journal;
 pub mod listener;
 pub mod relay;
+pub mod replay;
 pub mod retry;
 pub mod route;
 pub mod tls;

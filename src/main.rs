@@ -1,23 +1,32 @@
 //! The `callback-relay` command: parses the command line, starts logging and
 //! hands over to the library.
 //!
-//! Exit codes: 0 success; 1 the relay failed while running; 2 bad usage or
-//! a bad configuration.
+//! Exit codes: 0 success; 1 the relay failed while running, or an
+//! inspection command ran and something failed; 2 bad usage or a bad
+//! configuration.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use callback_relay::cli;
 use callback_relay::config::Config;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tracing::{error, warn};
 
+/// The exit codes of the inspection commands, shown in their help.
+const EXIT_CODES: &str = "Exit codes: 0 ok; 1 the operation ran and something failed (a replay \
+got a 500, an id was not found, no relay answered); 2 bad usage or configuration.";
+
 /// A durable relay for webhook callbacks: journal first, acknowledge,
 /// forward with retries.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
-#[command(after_help = "Exit codes: 0 ok, 1 the relay failed while running, \
-2 bad usage or configuration.\nLog filter: RUST_LOG (default: info).")]
+#[command(
+    after_help = "Exit codes: 0 ok; 1 the relay failed while running, or a command \
+ran and something failed (a replay got a 500, an id was not found, no relay answered); \
+2 bad usage or configuration.\nLog filter: RUST_LOG (default: info)."
+)]
 struct Cli {
     /// How log lines look.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
@@ -49,6 +58,25 @@ enum Command {
         #[arg(long, short, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// List captured callbacks, newest first.
+    #[command(after_help = EXIT_CODES)]
+    List(cli::ListArgs),
+    /// Show one callback with its headers, deliveries and attempts.
+    #[command(after_help = EXIT_CODES)]
+    Show(cli::ShowArgs),
+    /// Send captured callbacks again: queued to the route's destinations,
+    /// or once to a URL given with --to.
+    #[command(after_help = EXIT_CODES)]
+    Replay(cli::ReplayArgs),
+    /// Follow callbacks and delivery attempts as they happen.
+    #[command(after_help = EXIT_CODES)]
+    Tail(cli::TailArgs),
+    /// Write callbacks as JSON Lines, one callback per line.
+    #[command(after_help = EXIT_CODES)]
+    Export(cli::ExportArgs),
+    /// Add callbacks from an export to the journal.
+    #[command(after_help = EXIT_CODES)]
+    Import(cli::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +85,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
+        Command::List(args) => cli::run(cli::list(args)),
+        Command::Show(args) => cli::run(cli::show(args)),
+        Command::Replay(args) => cli::run(cli::replay::run(args)),
+        Command::Tail(args) => cli::run(cli::tail::run(args)),
+        Command::Export(args) => cli::run(cli::export(args)),
+        Command::Import(args) => cli::run(cli::import(args)),
     }
 }
 

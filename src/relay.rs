@@ -1,22 +1,28 @@
-//! Starting and stopping a relay: the journal, the dispatcher and the
-//! public listener, wired together from a [`Config`].
+//! Starting and stopping a relay: the journal, the dispatcher, the public
+//! listener and the admin API, wired together from a [`Config`].
 //!
 //! [`run`] takes an already bound listener and a shutdown future, so tests
-//! start a relay on `127.0.0.1:0` in-process and stop it when they like.
+//! start a relay on `127.0.0.1:0` in-process and stop it when they like. It
+//! binds the admin API on `[admin] listen` (use `127.0.0.1:0` in tests), or
+//! [`run_with_admin`] takes that listener bound too.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::info;
 
+use crate::admin::{self, Admin};
 use crate::config::Config;
 use crate::delivery::ClientError;
 use crate::dispatcher::Dispatcher;
 use crate::ingest::Ingest;
 use crate::journal::{Journal, JournalError};
 use crate::listener::{self, ConnectionLimits};
+use crate::replay::Replayer;
 use crate::route::RouteTable;
 use crate::tls::{self, TlsError};
 
@@ -29,6 +35,11 @@ pub enum RelayError {
     Tls(#[from] TlsError),
     #[error("cannot build a destination client: {0}")]
     Client(#[from] ClientError),
+    #[error("cannot bind the admin api on {addr}: {source}")]
+    AdminBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs a relay on `public` until `shutdown` resolves, then drains: stops
@@ -37,6 +48,20 @@ pub enum RelayError {
 pub async fn run(
     config: Config,
     public: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RelayError> {
+    let addr = config.admin.listen;
+    let admin = TcpListener::bind(addr)
+        .await
+        .map_err(|source| RelayError::AdminBind { addr, source })?;
+    run_with_admin(config, public, admin, shutdown).await
+}
+
+/// Like [`run`], with the admin API on an already bound listener.
+pub async fn run_with_admin(
+    config: Config,
+    public: TcpListener,
+    admin: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RelayError> {
     let tls = match &config.server.tls {
@@ -67,13 +92,50 @@ pub async fn run(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let grace = config.server.shutdown_timeout;
+    let (stopping, admin_task) = start_admin(&config, admin, &journal, &dispatcher, addr.clone())?;
     info!(addr = %addr, tls = tls.is_some(), journal = %journal.path().display(), "relay listening");
 
-    let grace = config.server.shutdown_timeout;
     listener::serve(public, tls, ingest, limits, shutdown, grace).await;
     info!("stopped accepting; finishing attempts in flight");
+    let _ = stopping.send(true);
     dispatcher.shutdown(grace).await;
+    let _ = admin_task.await;
     journal.close();
     info!("relay stopped");
     Ok(())
+}
+
+/// Starts the admin API; it stops when the returned sender says so.
+fn start_admin(
+    config: &Config,
+    listener: TcpListener,
+    journal: &Arc<Journal>,
+    dispatcher: &Arc<Dispatcher>,
+    public_addr: String,
+) -> Result<(watch::Sender<bool>, tokio::task::JoinHandle<()>), RelayError> {
+    let (stopping, stopped) = watch::channel(false);
+    let replayer = Replayer::new(config, Arc::clone(journal), Some(Arc::clone(dispatcher)))?;
+    let admin = Arc::new(Admin {
+        journal: Arc::clone(journal),
+        dispatcher: Arc::clone(dispatcher),
+        replayer,
+        token: config.admin.token.clone(),
+        public_addr,
+        stopping: stopped.clone(),
+    });
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    info!(addr = %addr, token = admin.token.is_some(), "admin listening");
+    let mut stop = stopped;
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    };
+    let grace = config.server.shutdown_timeout;
+    Ok((
+        stopping,
+        tokio::spawn(admin::serve(listener, admin, shutdown, grace)),
+    ))
 }

@@ -56,7 +56,7 @@ async fn every_acknowledged_callback_is_delivered_after_a_kill_9() {
     let config = RelayConfig::new(&dir.path().join("journal"))
         .route("wav", "/callbacks/wav", &[dest.url("/hooks/wav")], "")
         .write(dir.path());
-    let mut relay = RelayProcess::spawn(&config, dir.path());
+    let mut relay = RelayProcess::start(&config);
 
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let stop = Arc::new(tokio::sync::Notify::new());
@@ -84,7 +84,7 @@ async fn every_acknowledged_callback_is_delivered_after_a_kill_9() {
         "some acknowledged callbacks were still pending at the kill"
     );
 
-    let relay = RelayProcess::spawn(&config, dir.path());
+    let relay = RelayProcess::start(&config);
     // The destination may also see callbacks journaled but not acknowledged before the kill,
     // so wait for every acknowledged id rather than for a count.
     let all_arrived = || acked.is_subset(&dest.ids());
@@ -97,7 +97,7 @@ async fn every_acknowledged_callback_is_delivered_after_a_kill_9() {
     assert!(
         lost.is_empty(),
         "acknowledged but never delivered: {lost:?}\n{}",
-        relay.log()
+        relay.log_text()
     );
 }
 
@@ -128,7 +128,7 @@ async fn a_journal_that_cannot_be_written_answers_503_and_never_200() {
     let config = RelayConfig::new(&dir.path().join("journal"))
         .route("wav", "/callbacks/wav", &[dest.url("/hooks/wav")], "")
         .write(dir.path());
-    let relay = RelayProcess::spawn_with(&config, dir.path(), |c| limit_file_size(c, 4 << 20));
+    let relay = RelayProcess::start_with(&config, |c| limit_file_size(c, 4 << 20));
     let client = Client::plain();
     let body = vec![b'x'; 8 * 1024];
 
@@ -153,7 +153,7 @@ async fn a_journal_that_cannot_be_written_answers_503_and_never_200() {
         let response = client.post(&relay.url("/callbacks/wav"), "{}", &[]).await;
         assert_eq!(response.status, 503, "never a 2xx once the journal fails");
     }
-    let log = relay.log();
+    let log = relay.log_text();
     assert!(
         log.contains("journal write failed"),
         "the error log names the cause:\n{log}"

@@ -12,13 +12,16 @@
 //! | `a` id seq attempt | [`Attempt`] |
 //! | `q` lane due id seq | nothing: the queue of pending deliveries, per destination, by due time |
 //! | `t` len task id | nothing: which callbacks carried a task id |
+//! | `s` id number | [`SentReplay`]: a one-off send made by a replay |
 //!
 //! Numbers are big-endian so that keys sort in numeric order; ids are ULIDs,
 //! so callbacks sort by the time they were received.
 
 mod codec;
 mod commit;
+mod query;
 mod record;
+mod replay;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -26,7 +29,9 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 
+pub use query::{CallbackState, Detail, Filter, LookupError, Page, Summary};
 pub use record::{Attempt, CallbackId, CallbackRecord, Delivery, DeliveryState};
+pub use replay::SentReplay;
 
 use commit::Committer;
 
@@ -373,12 +378,18 @@ fn parse_queue_key(key: &[u8]) -> Result<QueueEntry, JournalError> {
 }
 
 fn task_key(task: &str, id: CallbackId) -> Vec<u8> {
+    let mut key = task_prefix(task);
+    key.extend_from_slice(&id.to_bytes());
+    key
+}
+
+/// The start of every task index key of `task`.
+fn task_prefix(task: &str) -> Vec<u8> {
     // Task ids are capped so the length fits; longer ones are not indexed.
     let task = &task.as_bytes()[..task.len().min(u16::MAX as usize)];
     let mut key = Vec::with_capacity(3 + task.len() + 16);
     key.push(b't');
     key.extend_from_slice(&(task.len() as u16).to_be_bytes());
     key.extend_from_slice(task);
-    key.extend_from_slice(&id.to_bytes());
     key
 }

@@ -5,17 +5,19 @@
 //! - [`FakeDestination`]: an HTTP/1.1 + HTTP/2 server (plain or TLS) that records every
 //!   request and answers per a [`Script`] of [`Reply`]s.
 //! - [`Client`]: posts to the relay under test over HTTP/1.1, h2c or TLS (h1 or h2 via ALPN).
-//! - [`RelayConfig`]: a relay under test, in-process ([`TestRelay`]) or as a child process
-//!   ([`RelayProcess`]), journaling in a directory the test owns.
+//! - [`RelayConfig`]: a relay under test, in-process ([`TestRelay`]) or written out for
+//!   [`RelayProcess`], journaling in a directory the test owns.
+//! - [`RelayProcess`] and [`cli`]: the real binary as a child process on a temp config.
 //! - [`fixture`], [`wait_until`] and [`wait_until_async`]: small helpers.
 //!
 //! Each integration test file compiles this module on its own (`mod support;`), so unused
-//! items are expected and allowed. The module does not depend on the library crate.
+//! items are expected and allowed.
 #![allow(dead_code, unused_imports)]
 
 mod certs;
 mod client;
 mod destination;
+mod process;
 mod relay;
 mod script;
 mod wait;
@@ -23,7 +25,8 @@ mod wait;
 pub use certs::TestCerts;
 pub use client::{Client, ClientError, Response, Version};
 pub use destination::{FakeDestination, RELAY_ATTEMPT, RELAY_ID, Received, WaitTimeout};
-pub use relay::{RelayConfig, RelayProcess, TestRelay, journaled_deliveries};
+pub use process::{BIN, RelayProcess, cli, cli_async, stderr, stdout, write_config};
+pub use relay::{RelayConfig, TestRelay, journaled_deliveries};
 pub use script::{Call, Reply, Script};
 pub use wait::{wait_until, wait_until_async};
 

@@ -1,9 +1,8 @@
-//! A relay under test: in-process on `127.0.0.1:0`, or as a child process of the real
-//! binary, with its journal in a directory the test owns.
+//! A relay under test, in-process on `127.0.0.1:0`, with its journal in a directory the
+//! test owns; [`RelayConfig::write`] also serves a child process (see `process.rs`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use callback_relay::config::Config;
 use tokio::net::TcpListener;
@@ -157,114 +156,6 @@ impl Drop for TestRelay {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-    }
-}
-
-/// The real `callback-relay` binary running `serve` as a child process.
-pub struct RelayProcess {
-    child: Child,
-    base: String,
-    stderr_log: PathBuf,
-}
-
-impl RelayProcess {
-    /// Runs `callback-relay serve --config CONFIG`, logging to `dir/relay-N.log`, and waits
-    /// for the public listener's address to appear in the log.
-    pub fn spawn(config: &Path, dir: &Path) -> RelayProcess {
-        RelayProcess::spawn_with(config, dir, |_| {})
-    }
-
-    /// Like [`RelayProcess::spawn`], letting the test adjust the command first.
-    pub fn spawn_with(config: &Path, dir: &Path, adjust: impl FnOnce(&mut Command)) -> Self {
-        let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-        let stderr_log = dir.join(format!("relay-{n}.log"));
-        let log = std::fs::File::create(&stderr_log).expect("create the relay log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_callback-relay"));
-        command
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        adjust(&mut command);
-        let child = command.spawn().expect("spawn callback-relay");
-        let mut process = RelayProcess {
-            child,
-            base: String::new(),
-            stderr_log,
-        };
-        process.base = format!("http://{}", process.wait_for_addr());
-        process
-    }
-
-    fn wait_for_addr(&mut self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let log = std::fs::read_to_string(&self.stderr_log).unwrap_or_default();
-            let addr = log
-                .lines()
-                .filter(|line| line.contains("relay listening"))
-                .find_map(|line| line.split("addr=").nth(1))
-                .and_then(|rest| rest.split_whitespace().next());
-            if let Some(addr) = addr {
-                return addr.to_owned();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("relay exited with {status} before listening:\n{log}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "relay did not start within 15s:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `http://127.0.0.1:PORT` + `path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Everything the relay has logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
-    }
-
-    /// Kills the process with SIGKILL: no shutdown, no flush.
-    pub fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL the relay");
-        self.child.wait().expect("reap the relay");
-    }
-
-    /// Sends SIGTERM and waits for a clean exit.
-    pub fn terminate(&mut self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {pid} failed");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(
-                    status.success(),
-                    "relay exited with {status}:\n{}",
-                    self.log()
-                );
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("relay did not exit within 15s of SIGTERM:\n{}", self.log());
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
