@@ -288,6 +288,14 @@ async fn attempt(dispatcher: Arc<Dispatcher>, lane: Arc<Lane>, entry: QueueEntry
         Err(err) => return error!(callback.id = %entry.id, error = %err, "cannot load delivery"),
     };
     let (record, body, mut delivery) = loaded;
+    if delivery.state != DeliveryState::Pending || delivery.next_attempt_ms != entry.due_ms {
+        // Left behind by a crash between the writes of an earlier attempt.
+        debug!(callback.id = %entry.id, seq = entry.seq, "dropping a stale queue entry");
+        if let Err(err) = journal.drop_queue_entry(&entry.key) {
+            error!(callback.id = %entry.id, error = %err, "cannot drop a stale queue entry");
+        }
+        return;
+    }
     let policy = dispatcher.policy_for(&record.route);
     let number = delivery.attempts + 1;
     let span = debug_span!("attempt", route = %record.route, callback.id = %record.id,

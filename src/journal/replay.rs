@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use super::codec::{Decoder, Encoder};
 use super::{CallbackId, CallbackRecord, Delivery, DeliveryState, Journal, JournalError};
-use super::{key, lane_of, queue_key, task_key};
+use super::{Writes, key, lane_of, queue_key, task_key};
 
 /// One send of a callback to a target given at replay time.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,15 +75,15 @@ impl Journal {
         let queued = {
             let _numbering = NUMBERING.lock().unwrap_or_else(|p| p.into_inner());
             let first = self.deliveries(id)?.last().map_or(0, |d| d.seq + 1);
-            let mut batch = sled::Batch::default();
+            let mut writes = Writes::default();
             let mut queued = Vec::with_capacity(urls.len());
             for (offset, url) in urls.iter().enumerate() {
                 let offset = u32::try_from(offset).expect("a route has far fewer than 2^32 urls");
                 let delivery = replay_delivery(first + offset, url, now_ms);
-                add_delivery(&mut batch, id, &delivery);
+                add_delivery(&mut writes, id, &delivery);
                 queued.push(delivery);
             }
-            self.tree.apply_batch(batch)?;
+            self.apply(writes)?;
             queued
         };
         self.durable().await?;
@@ -130,17 +130,17 @@ impl Journal {
         if self.tree.contains_key(key(b'c', record.id, &[]))? {
             return Ok(false);
         }
-        let mut batch = sled::Batch::default();
-        batch.insert(key(b'c', record.id, &[]), record.encode());
-        batch.insert(key(b'b', record.id, &[]), body);
+        let mut writes = Writes::default();
+        writes.insert(key(b'c', record.id, &[]), record.encode());
+        writes.insert(key(b'b', record.id, &[]), body);
         if let Some(task) = &record.task_id {
-            batch.insert(task_key(task, record.id), &[]);
+            writes.insert(task_key(task, record.id), []);
         }
         for (seq, url) in urls.iter().enumerate() {
             let seq = u32::try_from(seq).expect("a route has far fewer than 2^32 destinations");
-            add_delivery(&mut batch, record.id, &replay_delivery(seq, url, now_ms));
+            add_delivery(&mut writes, record.id, &replay_delivery(seq, url, now_ms));
         }
-        self.tree.apply_batch(batch)?;
+        self.apply(writes)?;
         Ok(true)
     }
 }
@@ -159,12 +159,12 @@ fn replay_delivery(seq: u32, url: &str, now_ms: u64) -> Delivery {
 }
 
 /// Adds a pending delivery and its place in its destination's queue.
-fn add_delivery(batch: &mut sled::Batch, id: CallbackId, delivery: &Delivery) {
+fn add_delivery(writes: &mut Writes, id: CallbackId, delivery: &Delivery) {
     let seq = delivery.seq.to_be_bytes();
-    batch.insert(key(b'd', id, &seq), delivery.encode());
+    writes.insert(key(b'd', id, &seq), delivery.encode());
     let lane = lane_of(&delivery.url);
-    batch.insert(
-        &queue_key(lane, delivery.next_attempt_ms, id, delivery.seq)[..],
-        &[],
+    writes.insert(
+        queue_key(lane, delivery.next_attempt_ms, id, delivery.seq),
+        [],
     );
 }
