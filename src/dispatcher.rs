@@ -284,7 +284,15 @@ async fn attempt(dispatcher: Arc<Dispatcher>, lane: Arc<Lane>, entry: QueueEntry
     let journal = &dispatcher.journal;
     let loaded = match journal.load(entry.id, entry.seq) {
         Ok(Some(loaded)) => loaded,
-        Ok(None) => return error!(callback.id = %entry.id, "queued delivery has no record"),
+        Ok(None) => {
+            // Only a callback that was never acknowledged can be half written: an
+            // ack waits for every one of its entries to be flushed.
+            warn!(callback.id = %entry.id, "dropping a queue entry without its callback");
+            if let Err(err) = journal.drop_queue_entry(&entry.key) {
+                error!(callback.id = %entry.id, error = %err, "cannot drop a queue entry");
+            }
+            return;
+        }
         Err(err) => return error!(callback.id = %entry.id, error = %err, "cannot load delivery"),
     };
     let (record, body, mut delivery) = loaded;

@@ -22,13 +22,14 @@
 //! A change is written as plain inserts in a fixed order, not as one sled
 //! batch: `apply_batch` serializes every writer behind one lock and measured
 //! ten times slower than inserts (3,966 against 45,441 callbacks a second
-//! with one flush per 64, on a 2-core machine). sled recovers a prefix of its
-//! log after a crash, so each change writes the entry that makes it visible
-//! last: a callback's queue entries after its record, body and deliveries;
-//! an attempt and the delivery's new state before its queue entry moves. A
-//! crash in the middle leaves either an unacknowledged callback that nothing
-//! points to, or a stale queue entry that the dispatcher recognises (its due
-//! time is not the delivery's) and drops.
+//! with one flush per 64, on a 2-core machine). Nothing is acknowledged
+//! before all of its writes are flushed, so only a change in progress at a
+//! crash can be found half done, and each is written so that readers cope:
+//! a callback's queue entries go last, after its record and deliveries (an
+//! entry without its callback was never acknowledged and is dropped); an
+//! attempt's new queue entry goes in before the old one goes out (a stale
+//! entry, whose due time is not its delivery's, is dropped, and a lost
+//! delivery update only repeats an attempt that was in flight).
 
 mod codec;
 mod commit;
