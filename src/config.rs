@@ -218,7 +218,7 @@ impl ConfigError {
     }
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         path: None,
         key: key.into(),
@@ -973,7 +973,7 @@ fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-fn resolve_path(key: &str, text: &str, base: &Path) -> Result<PathBuf, ConfigError> {
+pub(crate) fn resolve_path(key: &str, text: &str, base: &Path) -> Result<PathBuf, ConfigError> {
     if text.is_empty() {
         return Err(invalid(key, "\"\" is empty (expected a file path)"));
     }
@@ -985,7 +985,7 @@ fn resolve_path(key: &str, text: &str, base: &Path) -> Result<PathBuf, ConfigErr
     })
 }
 
-fn optional_path(
+pub(crate) fn optional_path(
     key: &str,
     text: Option<&str>,
     base: &Path,
@@ -994,7 +994,7 @@ fn optional_path(
 }
 
 /// Parses a duration that must be longer than zero.
-fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+pub(crate) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     let value = parse_duration(text)
         .map_err(|err| invalid(key, format!("invalid duration {text:?}: {err}")))?;
     if value.is_zero() {
@@ -1003,7 +1003,11 @@ fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     Ok(value)
 }
 
-fn duration_or(key: &str, text: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+pub(crate) fn duration_or(
+    key: &str,
+    text: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     text.map_or(Ok(default), |t| duration(key, t))
 }
 
