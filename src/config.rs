@@ -20,11 +20,18 @@ use http::{Method, Uri};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
+use crate::access::IpNet;
+use crate::rate_limit::RateLimit;
+
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 const GIB: u64 = 1024 * MIB;
 
 const DEFAULT_MAX_BODY: u64 = MIB;
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+const DEFAULT_MAX_HEADERS: usize = 100;
+const DEFAULT_MAX_HEADER_SIZE: u64 = 16 * KIB;
+const DEFAULT_H2_STREAMS: u32 = 100;
 const DEFAULT_CACHE_CAPACITY: u64 = 64 * MIB;
 const DEFAULT_JOURNAL_PATH: &str = "data/journal";
 const DEFAULT_TASK_ID: [&str; 4] = ["/data/task_id", "/data/taskId", "/task_id", "/taskId"];
@@ -74,6 +81,19 @@ pub struct ServerConfig {
     pub keep_alive_timeout: Duration,
     /// How long shutdown waits for in-flight requests and attempts (default 30s).
     pub shutdown_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog (default 4096).
+    pub max_connections: usize,
+    /// Most header fields in one request; more is a 431 (default 100).
+    pub max_headers: usize,
+    /// Largest request head (request line and headers) in bytes; larger is a 431
+    /// (default 16 KiB).
+    pub max_header_size: u64,
+    /// Streams an HTTP/2 client may have open at once (default 100).
+    pub http2_max_concurrent_streams: u32,
+    /// Peers whose `Forwarded`/`X-Forwarded-For` headers are believed (default none).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Default per-client rate limit of every route (default none).
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// `[server.tls]`: certificate files for the public listener.
@@ -143,6 +163,14 @@ pub struct RouteConfig {
     pub retry: RetryConfig,
     /// JSON pointers tried in order to find a task id in the callback body.
     pub task_id: Vec<String>,
+    /// Largest accepted body in bytes (default `server.max_body`).
+    pub max_body: u64,
+    /// Client addresses allowed to call; empty means any (default any).
+    pub allow_ips: Vec<IpNet>,
+    /// Per-client rate limit (default `server.rate_limit`).
+    pub rate_limit: Option<RateLimit>,
+    /// Whether debug logs may show this route's bodies (default false).
+    pub log_bodies: bool,
 }
 
 /// One forwarding target of a route.
@@ -336,6 +364,19 @@ struct RawServer {
     body_read_timeout: Option<String>,
     keep_alive_timeout: Option<String>,
     shutdown_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_headers: Option<usize>,
+    max_header_size: Option<RawSize>,
+    http2_max_concurrent_streams: Option<u32>,
+    trusted_proxies: Option<Vec<String>>,
+    rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    rate: String,
+    burst: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -384,6 +425,10 @@ struct RawRoute {
     destinations: Vec<RawDestination>,
     retry: Option<RawRetry>,
     task_id: Option<Vec<String>>,
+    max_body: Option<RawSize>,
+    allow_ips: Option<Vec<String>>,
+    rate_limit: Option<RawRateLimit>,
+    log_bodies: Option<bool>,
 }
 
 /// A destination: a url string or a table. Hand-written `Deserialize` (instead of an
@@ -563,7 +608,7 @@ impl RawConfig {
         let journal = self.journal.into_journal(base)?;
         let retry = self.retry.apply(RetryConfig::default(), "retry")?;
         let delivery = self.delivery.into_delivery(base)?;
-        let routes = build_routes(self.routes, &retry, base)?;
+        let routes = build_routes(self.routes, &server, &retry, base)?;
         Ok(Config {
             server,
             admin,
@@ -598,7 +643,72 @@ impl RawServer {
             body_read_timeout: timeout("body_read_timeout", self.body_read_timeout, secs(30))?,
             keep_alive_timeout: timeout("keep_alive_timeout", self.keep_alive_timeout, secs(60))?,
             shutdown_timeout: timeout("shutdown_timeout", self.shutdown_timeout, secs(30))?,
+            max_connections: at_least_one(
+                "server.max_connections",
+                self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            )?,
+            max_headers: at_least_one(
+                "server.max_headers",
+                self.max_headers.unwrap_or(DEFAULT_MAX_HEADERS),
+            )?,
+            max_header_size: header_size(self.max_header_size)?,
+            http2_max_concurrent_streams: self
+                .http2_max_concurrent_streams
+                .map_or(Ok(DEFAULT_H2_STREAMS), |n| {
+                    at_least_one("server.http2_max_concurrent_streams", n as usize).map(|_| n)
+                })?,
+            trusted_proxies: ip_nets("server.trusted_proxies", self.trusted_proxies)?,
+            rate_limit: self
+                .rate_limit
+                .map(|r| r.into_rate_limit("server.rate_limit"))
+                .transpose()?,
         })
+    }
+}
+
+fn at_least_one(key: &str, value: usize) -> Result<usize, ConfigError> {
+    if value == 0 {
+        return Err(invalid(key, "0 is too small (at least 1 is required)"));
+    }
+    Ok(value)
+}
+
+/// `server.max_header_size`: hyper's smallest read buffer is 8 KiB, and a
+/// head larger than 1 MiB is no callback's.
+fn header_size(raw: Option<RawSize>) -> Result<u64, ConfigError> {
+    let key = "server.max_header_size";
+    let size = size_or(key, raw, DEFAULT_MAX_HEADER_SIZE)?;
+    if !(8 * KIB..=MIB).contains(&size) {
+        let message = format!("{size} bytes is outside 8KiB..=1MiB");
+        return Err(invalid(key, message));
+    }
+    Ok(size)
+}
+
+/// A list of address blocks such as `["10.0.0.0/8", "2001:db8::/32"]`.
+fn ip_nets(key: &str, raw: Option<Vec<String>>) -> Result<Vec<IpNet>, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    raw.iter()
+        .enumerate()
+        .map(|(index, text)| {
+            text.parse()
+                .map_err(|err| invalid(format!("{key}[{index}]"), err))
+        })
+        .collect()
+}
+
+impl RawRateLimit {
+    fn into_rate_limit(self, key: &str) -> Result<RateLimit, ConfigError> {
+        let (count, per) =
+            RateLimit::parse_rate(&self.rate).map_err(|err| invalid(format!("{key}.rate"), err))?;
+        let burst = self.burst.unwrap_or(count);
+        if burst == 0 {
+            return Err(invalid(
+                format!("{key}.burst"),
+                "0 is too small (at least 1 request must pass)",
+            ));
+        }
+        Ok(RateLimit { count, per, burst })
     }
 }
 
@@ -747,6 +857,7 @@ fn concurrency_limit(key: &str, limit: usize) -> Result<usize, ConfigError> {
 
 fn build_routes(
     raw: BTreeMap<String, RawRoute>,
+    server: &ServerConfig,
     retry: &RetryConfig,
     base: &Path,
 ) -> Result<BTreeMap<String, RouteConfig>, ConfigError> {
@@ -759,7 +870,7 @@ fn build_routes(
     let mut owners: BTreeMap<String, String> = BTreeMap::new();
     let mut routes = BTreeMap::new();
     for (name, raw_route) in raw {
-        let route = raw_route.into_route(&name, retry, base)?;
+        let route = raw_route.into_route(&name, server, retry, base)?;
         if let Some(owner) = owners.get(&route.path) {
             let message = format!("{:?} is already used by route {owner:?}", route.path);
             return Err(invalid(
@@ -777,6 +888,7 @@ impl RawRoute {
     fn into_route(
         self,
         name: &str,
+        server: &ServerConfig,
         retry: &RetryConfig,
         base: &Path,
     ) -> Result<RouteConfig, ConfigError> {
@@ -793,6 +905,13 @@ impl RawRoute {
             destinations: destinations(&format!("{key}.destinations"), self.destinations, base)?,
             retry,
             task_id: task_id_pointers(&format!("{key}.task_id"), self.task_id)?,
+            max_body: size_or(&format!("{key}.max_body"), self.max_body, server.max_body)?,
+            allow_ips: ip_nets(&format!("{key}.allow_ips"), self.allow_ips)?,
+            rate_limit: match self.rate_limit {
+                Some(raw) => Some(raw.into_rate_limit(&format!("{key}.rate_limit"))?),
+                None => server.rate_limit,
+            },
+            log_bodies: self.log_bodies.unwrap_or(false),
         })
     }
 }
@@ -818,7 +937,12 @@ fn route_path(key: &str, path: String) -> Result<String, ConfigError> {
             format!("{path:?} must be a plain path without '?' or '#'"),
         ));
     }
-    if http::uri::PathAndQuery::try_from(path.as_str()).is_err() {
+    let plain = path.strip_suffix("/{token}").unwrap_or(&path);
+    if plain.contains(['{', '}']) {
+        let message = format!("{path:?} may hold '{{token}}' only as its whole last segment");
+        return Err(invalid(key, message));
+    }
+    if http::uri::PathAndQuery::try_from(plain).is_err() {
         return Err(invalid(key, format!("{path:?} is not a valid url path")));
     }
     Ok(path)

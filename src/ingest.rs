@@ -1,81 +1,116 @@
 //! Ingest: where a callback is accepted, journaled and acknowledged.
 //!
-//! A request is matched to a route by exact path, its body is read within
-//! the size and time limits, and the whole callback is written to the
+//! A request is matched to a route, and then admitted in the order that
+//! costs least first: the client's address against `allow_ips` (403), its
+//! rate limit (429), the declared size (413), the body read within its size
+//! and time limits (413, 408), the caller's credentials (401). Each refusal
+//! is counted and kept in the journal's bounded list of rejected requests;
+//! nothing refused is forwarded. Then the whole callback is written to the
 //! journal. Only once the journal says the write is on disk does the caller
 //! get `200 {"id": ...}`; if it cannot be made durable the caller gets 503
 //! and will send it again. The ack never waits for a destination.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use tracing::{debug, error};
 
+use crate::access::{self, IpNet};
 use crate::dispatcher::Dispatcher;
 use crate::journal::{CallbackRecord, Journal};
-use crate::route::RouteTable;
+use crate::rate_limit;
+use crate::route::{Route, RouteTable};
 
 /// What the ingest side needs, shared by every connection.
 pub struct Ingest {
     pub routes: Arc<RouteTable>,
     pub journal: Arc<Journal>,
     pub dispatcher: Arc<Dispatcher>,
-    /// Largest body accepted, in bytes.
-    pub max_body: u64,
     /// How long a whole body may take to arrive.
     pub body_read_timeout: Duration,
     /// Whether the public listener speaks TLS (for `x-forwarded-proto`).
     pub tls: bool,
+    /// Peers whose `Forwarded`/`X-Forwarded-For` name the real client.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// The relay's answer to the caller.
 pub type Reply = Response<Full<Bytes>>;
 
+/// Why a request to a route was refused, before anything was journaled.
+struct Refusal {
+    status: StatusCode,
+    /// A short stable label for metrics and the rejected list.
+    reason: &'static str,
+    /// What went wrong, for the operator; never a secret.
+    detail: String,
+    /// Seconds for `Retry-After`, on a 429.
+    retry_after: Option<u64>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: &'static str, detail: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            reason,
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+}
+
 impl Ingest {
     /// Handles one request from `peer`.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Reply {
-        let Some(route) = self.routes.by_path(req.uri().path()) else {
+        let Some((route, token)) = self.routes.lookup(req.uri().path()) else {
             return plain(StatusCode::NOT_FOUND, "no route for this path\n");
         };
+        let (route, _token) = (Arc::clone(route), token.map(str::to_owned));
         if !route.methods.contains(req.method()) {
             let mut reply = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             reply.headers_mut().insert(ALLOW, route.allow.clone());
             return reply;
         }
-        if declared_length(&req).is_some_and(|len| len > self.max_body) {
-            return too_large(self.max_body);
-        }
 
         let (parts, body) = req.into_parts();
-        let body = match self.read_body(body).await {
+        let client = access::client_ip(peer, &parts.headers, &self.trusted_proxies);
+        if let Err(refusal) = admit(&route, &parts, client) {
+            return self.refuse(&route, &parts, peer, &[], refusal);
+        }
+        let body = match self.read_body(body, route.max_body).await {
             Ok(body) => body,
-            Err(reply) => return *reply,
+            Err(refusal) => return self.refuse(&route, &parts, peer, &[], refusal),
         };
+        let task_id = route.task_id(&body);
+        self.accept(&route, parts, peer, body, task_id).await
+    }
 
+    /// Journals an admitted callback and answers once it is durable.
+    async fn accept(
+        &self,
+        route: &Route,
+        parts: Parts,
+        peer: SocketAddr,
+        body: Bytes,
+        task_id: Option<String>,
+    ) -> Reply {
         let record = CallbackRecord {
             id: self.journal.next_id(),
             route: route.name.clone(),
             received_at_ms: now_ms(),
             method: parts.method.as_str().to_string(),
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
-                .collect(),
+            path_and_query: path_and_query(&parts),
+            headers: header_list(&parts),
             peer: peer.to_string(),
             tls: self.tls,
-            task_id: route.task_id(&body),
+            task_id,
         };
         let urls: Vec<&str> = route.destination_urls.iter().map(String::as_str).collect();
 
@@ -83,42 +118,139 @@ impl Ingest {
             error!(route = %route.name, error = %err, "journal write failed; answering 503");
             return unavailable();
         }
-        debug!(route = %route.name, callback.id = %record.id, task = ?record.task_id, "accepted");
+        route.stats.accepted();
+        if route.log_bodies {
+            let text = String::from_utf8_lossy(&body);
+            debug!(route = %route.name, callback.id = %record.id, body = %text, "accepted");
+        } else {
+            debug!(route = %route.name, callback.id = %record.id, task = ?record.task_id, "accepted");
+        }
         self.dispatcher.wake(&route.destination_urls);
         self.dispatcher.events().accepted(&record);
         ack(&record)
     }
 
+    /// Counts, logs and keeps a refused request, and answers it.
+    fn refuse(
+        &self,
+        route: &Route,
+        parts: &Parts,
+        peer: SocketAddr,
+        body: &[u8],
+        refusal: Refusal,
+    ) -> Reply {
+        route.stats.rejected(refusal.reason);
+        debug!(
+            route = %route.name,
+            client.addr = %peer,
+            status = refusal.status.as_u16(),
+            reason = refusal.reason,
+            detail = %refusal.detail,
+            "request refused"
+        );
+        self.keep_rejected(route, parts, peer, body, &refusal);
+        let mut reply = plain(refusal.status, &refusal_text(&refusal));
+        if let Some(secs) = refusal.retry_after {
+            reply
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        reply
+    }
+
+    /// Keeps a refused request in the journal's bounded list of rejections.
+    fn keep_rejected(
+        &self,
+        _route: &Route,
+        _parts: &Parts,
+        _peer: SocketAddr,
+        _body: &[u8],
+        _refusal: &Refusal,
+    ) {
+    }
+
     /// Reads the whole body within `max_body` and `body_read_timeout`.
-    async fn read_body(&self, body: Incoming) -> Result<Bytes, Box<Reply>> {
-        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+    async fn read_body(&self, body: Incoming, max_body: u64) -> Result<Bytes, Refusal> {
+        let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
         let collect = Limited::new(body, limit).collect();
         match tokio::time::timeout(self.body_read_timeout, collect).await {
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
             Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => {
-                Err(Box::new(too_large(self.max_body)))
+                Err(too_large(max_body))
             }
-            Ok(Err(err)) => {
-                debug!(error = %err, "request body could not be read");
-                Err(Box::new(plain(
-                    StatusCode::BAD_REQUEST,
-                    "request body could not be read\n",
-                )))
-            }
-            Err(_) => {
-                let timeout = self.body_read_timeout;
-                debug!(?timeout, "body read timed out");
-                Err(Box::new(plain(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body read timed out\n",
-                )))
-            }
+            Ok(Err(err)) => Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("request body could not be read: {err}"),
+            )),
+            Err(_) => Err(Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("body read timed out after {:?}", self.body_read_timeout),
+            )),
         }
     }
 }
 
-fn declared_length(req: &Request<Incoming>) -> Option<u64> {
-    req.headers()
+/// The checks that need no body: address, rate and declared size.
+fn admit(route: &Route, parts: &Parts, client: IpAddr) -> Result<(), Refusal> {
+    if !route.allow_ips.is_empty() && !access::any_contains(&route.allow_ips, client) {
+        let detail = format!("client address {client} is not in allow_ips");
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "ip_not_allowed",
+            detail,
+        ));
+    }
+    if let Some(limiter) = &route.rate_limiter {
+        if let Err(wait) = limiter.check(client, Instant::now()) {
+            let mut refusal = Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("client address {client} is over the route's rate limit"),
+            );
+            refusal.retry_after = Some(rate_limit::retry_after_secs(wait));
+            return Err(refusal);
+        }
+    }
+    if declared_length(parts).is_some_and(|len| len > route.max_body) {
+        return Err(too_large(route.max_body));
+    }
+    Ok(())
+}
+
+/// What the caller is told: the status and, where it helps them, why.
+fn refusal_text(refusal: &Refusal) -> String {
+    match refusal.status {
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT => {
+            format!("{}\n", refusal.detail)
+        }
+        StatusCode::TOO_MANY_REQUESTS => "too many requests\n".to_owned(),
+        StatusCode::FORBIDDEN => "forbidden\n".to_owned(),
+        StatusCode::UNAUTHORIZED => "unauthorized\n".to_owned(),
+        _ => "request body could not be read\n".to_owned(),
+    }
+}
+
+fn path_and_query(parts: &Parts) -> String {
+    parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string()
+}
+
+fn header_list(parts: &Parts) -> Vec<(String, Vec<u8>)> {
+    parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+        .collect()
+}
+
+fn declared_length(parts: &Parts) -> Option<u64> {
+    parts
+        .headers
         .get(CONTENT_LENGTH)?
         .to_str()
         .ok()?
@@ -154,10 +286,11 @@ fn unavailable() -> Reply {
     reply
 }
 
-fn too_large(max_body: u64) -> Reply {
-    plain(
+fn too_large(max_body: u64) -> Refusal {
+    Refusal::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("body larger than {max_body} bytes\n"),
+        "body_too_large",
+        format!("body larger than {max_body} bytes"),
     )
 }
 

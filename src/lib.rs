@@ -11,6 +11,9 @@
 //! - [`listener`]: the public listener: TLS, HTTP/1.1 and HTTP/2, timeouts.
 //! - [`ingest`]: where a callback is journaled and acknowledged.
 //! - [`route`]: the configured routes; every other path is a 404.
+//! - [`access`]: who is calling (behind trusted proxies), and `allow_ips`.
+//! - [`rate_limit`]: per-client token buckets on a route.
+//! - [`metrics`]: counters of accepted and rejected requests per route.
 //! - [`journal`]: sled storage of callbacks, deliveries and attempts, with
 //!   group commit.
 //! - [`dispatcher`]: one lane per destination that sends due deliveries.
@@ -26,6 +29,7 @@
 //!   import), through the admin API or straight from the journal.
 //! - [`clock`]: times as people read and write them.
 
+pub mod access;
 pub mod admin;
 pub mod cli;
 pub mod clock;
@@ -38,6 +42,8 @@ pub mod ingest;
 pub mod inspect;
 pub mod journal;
 pub mod listener;
+pub mod metrics;
+pub mod rate_limit;
 pub mod relay;
 pub mod replay;
 pub mod retry;

@@ -2,8 +2,17 @@
 //! serves HTTP/1.1 and HTTP/2 to [`Ingest`].
 //!
 //! Each phase of a connection has its own limit: the TLS handshake, reading
-//! request headers, and (in ingest) reading the body. An error on one
-//! connection is logged at debug and never stops the accept loop.
+//! request headers (which on HTTP/1 also bounds how long a kept-alive
+//! connection may sit idle), and (in ingest) reading the body. At most
+//! `max_connections` are served at once; the next ones wait in the kernel's
+//! listen backlog until one closes. Heads are bounded in size and field
+//! count (431 past either), HTTP/2 in open streams, header list size and
+//! reset streams (h2's rapid-reset protection). An error on one connection
+//! is logged at debug and never stops the accept loop.
+//!
+//! The protocol is fixed before the first byte is read: HTTP/2 only when
+//! TLS negotiated `h2` by ALPN, HTTP/1.1 otherwise. That leaves no phase in
+//! which a client that sends nothing is waited on without a timer.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,10 +25,17 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, debug_span, error, warn};
 
+use crate::config::ServerConfig;
 use crate::ingest::Ingest;
+
+/// Reset streams an HTTP/2 client may cause before the connection is closed
+/// (hyper's defaults, named here so they are visible).
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// Limits on each connection.
 #[derive(Clone, Copy, Debug)]
@@ -27,6 +43,28 @@ pub struct ConnectionLimits {
     pub tls_handshake_timeout: Duration,
     pub header_read_timeout: Duration,
     pub keep_alive_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Header fields in one request.
+    pub max_headers: usize,
+    /// Bytes in one request head (hyper's read buffer, at least 8 KiB).
+    pub max_header_size: usize,
+    /// Open streams on one HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl ConnectionLimits {
+    pub fn from_config(server: &ServerConfig) -> ConnectionLimits {
+        ConnectionLimits {
+            tls_handshake_timeout: server.tls_handshake_timeout,
+            header_read_timeout: server.header_read_timeout,
+            keep_alive_timeout: server.keep_alive_timeout,
+            max_connections: server.max_connections,
+            max_headers: server.max_headers,
+            max_header_size: usize::try_from(server.max_header_size).unwrap_or(usize::MAX),
+            http2_max_concurrent_streams: server.http2_max_concurrent_streams,
+        }
+    }
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
@@ -41,9 +79,16 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let builder = http_builder(limits);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
 
     loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => {
+                slot.expect("the connection semaphore is never closed")
+            }
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -62,6 +107,7 @@ pub async fn serve(
             ingest: Arc::clone(&ingest),
             peer,
             limits,
+            _slot: slot,
         };
         let span = debug_span!("connection", client.addr = %peer);
         match &tls {
@@ -99,12 +145,18 @@ fn http_builder(limits: ConnectionLimits) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_header_size)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.keep_alive_timeout / 2)
-        .keep_alive_timeout(limits.keep_alive_timeout);
+        .keep_alive_timeout(limits.keep_alive_timeout)
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
     builder
 }
 
@@ -114,6 +166,8 @@ struct Connection {
     ingest: Arc<Ingest>,
     peer: SocketAddr,
     limits: ConnectionLimits,
+    /// Held while the connection lives: one of `max_connections`.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Connection {
@@ -129,11 +183,20 @@ impl Connection {
             Ok(Err(err)) => return debug!(error = %err, "TLS handshake failed"),
             Err(_) => return debug!(?timeout, "TLS handshake timed out"),
         };
-        self.serve_plain(stream, watcher).await;
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        self.serve_http(stream, h2, watcher).await;
     }
 
-    async fn serve_plain<S>(self, stream: S, watcher: hyper_util::server::graceful::Watcher)
-    where
+    async fn serve_plain(self, stream: TcpStream, watcher: hyper_util::server::graceful::Watcher) {
+        self.serve_http(stream, false, watcher).await;
+    }
+
+    async fn serve_http<S>(
+        self,
+        stream: S,
+        h2: bool,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Connection {
@@ -142,6 +205,11 @@ impl Connection {
             peer,
             ..
         } = self;
+        let builder = if h2 {
+            builder.http2_only()
+        } else {
+            builder.http1_only()
+        };
         let service = service_fn(move |req| {
             let ingest = Arc::clone(&ingest);
             async move { Ok::<_, std::convert::Infallible>(ingest.handle(req, peer).await) }

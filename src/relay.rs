@@ -79,15 +79,11 @@ pub async fn run_with_admin(
         routes,
         journal: Arc::clone(&journal),
         dispatcher: Arc::clone(&dispatcher),
-        max_body: config.server.max_body,
         body_read_timeout: config.server.body_read_timeout,
         tls: tls.is_some(),
+        trusted_proxies: config.server.trusted_proxies.clone(),
     });
-    let limits = ConnectionLimits {
-        tls_handshake_timeout: config.server.tls_handshake_timeout,
-        header_read_timeout: config.server.header_read_timeout,
-        keep_alive_timeout: config.server.keep_alive_timeout,
-    };
+    let limits = ConnectionLimits::from_config(&config.server);
     let addr = public
         .local_addr()
         .map(|a| a.to_string())

@@ -1,13 +1,23 @@
 //! Routes: which public paths exist, what they accept and where their
 //! callbacks go. Only configured routes exist; every other path is a 404.
+//!
+//! A path matches exactly, except that a route whose path ends in a
+//! `{token}` segment (`/callbacks/wav/{token}`) matches any one non-empty
+//! last segment there; the segment is handed to the route's verification.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{HeaderValue, Method};
 
+use crate::access::IpNet;
 use crate::config::{Config, Destination};
+use crate::metrics::RouteStats;
+use crate::rate_limit::RateLimiter;
 use crate::retry::RetryPolicy;
+
+/// The last path segment that carries a route's secret token.
+pub const TOKEN_SEGMENT: &str = "{token}";
 
 /// One configured route, ready for requests.
 #[derive(Debug)]
@@ -23,6 +33,16 @@ pub struct Route {
     pub retry: RetryPolicy,
     /// JSON pointers tried in order to find a callback's task id.
     pub task_id: Vec<String>,
+    /// Largest accepted body, in bytes.
+    pub max_body: u64,
+    /// Client addresses allowed to call; empty means any.
+    pub allow_ips: Vec<IpNet>,
+    /// Per-client rate limit, if the route has one.
+    pub rate_limiter: Option<RateLimiter>,
+    /// Whether debug logs may show bodies.
+    pub log_bodies: bool,
+    /// Accepted and rejected counts.
+    pub stats: RouteStats,
 }
 
 impl Route {
@@ -48,6 +68,9 @@ impl Route {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     by_path: HashMap<String, Arc<Route>>,
+    /// Routes ending in a `{token}` segment, by the path before it (with its
+    /// trailing '/').
+    by_prefix: HashMap<String, Arc<Route>>,
     by_name: HashMap<String, Arc<Route>>,
 }
 
@@ -75,16 +98,36 @@ impl RouteTable {
                 destinations: route.destinations.clone(),
                 retry: RetryPolicy::new(route.retry),
                 task_id: route.task_id.clone(),
+                max_body: route.max_body,
+                allow_ips: route.allow_ips.clone(),
+                rate_limiter: route.rate_limit.map(RateLimiter::new),
+                log_bodies: route.log_bodies,
+                stats: RouteStats::default(),
             });
-            table.by_path.insert(route.path.clone(), Arc::clone(&route));
+            match route.path.strip_suffix(TOKEN_SEGMENT) {
+                Some(prefix) => table
+                    .by_prefix
+                    .insert(prefix.to_owned(), Arc::clone(&route)),
+                None => table.by_path.insert(route.path.clone(), Arc::clone(&route)),
+            };
             table.by_name.insert(route.name.clone(), route);
         }
         table
     }
 
-    /// The route serving exactly this path.
-    pub fn by_path(&self, path: &str) -> Option<&Arc<Route>> {
-        self.by_path.get(path)
+    /// The route serving `path`, with the `{token}` segment it carried if the
+    /// route has one.
+    pub fn lookup<'p>(&self, path: &'p str) -> Option<(&Arc<Route>, Option<&'p str>)> {
+        if let Some(route) = self.by_path.get(path) {
+            return Some((route, None));
+        }
+        let cut = path.rfind('/')? + 1;
+        let (prefix, token) = path.split_at(cut);
+        if token.is_empty() {
+            return None;
+        }
+        let route = self.by_prefix.get(prefix)?;
+        Some((route, Some(token)))
     }
 
     /// The route with this name.
