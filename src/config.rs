@@ -1887,7 +1887,8 @@ destinations = ["http://${HOOK_HOST}/a", { url = "https://${HOOK_HOST}/b" }]
         config(&format!("[server.tls]\n{extra}"), "", "")
     }
 
-    const SNI_ENTRY: &str = "[[server.tls.certs]]\nnames = [\"Relay.Example.com\", \"*.example.com\"]\n\
+    const SNI_ENTRY: &str = "[[server.tls.certs]]\n\
+                             names = [\"Relay.Example.com\", \"*.example.com\"]\n\
                              cert = \"certs/example.crt\"\nkey = \"certs/example.key\"\n";
 
     #[test]

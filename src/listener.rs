@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, debug_span, error, warn};
 
 use crate::ingest::Ingest;
+use crate::tls::ServerTls;
 
 /// Limits on each connection.
 #[derive(Clone, Copy, Debug)]
@@ -33,7 +34,7 @@ pub struct ConnectionLimits {
 /// waits up to `drain` for requests in flight to be answered.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ServerTls>>,
     ingest: Arc<Ingest>,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
@@ -65,8 +66,9 @@ pub async fn serve(
         };
         let span = debug_span!("connection", client.addr = %peer);
         match &tls {
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
+            Some(tls) => {
+                // Taken per connection, so a reload serves the next one.
+                let acceptor = tls.acceptor();
                 let watcher = graceful.watcher();
                 tokio::spawn(
                     connection
