@@ -96,12 +96,33 @@ pub struct ServerConfig {
     pub rate_limit: Option<RateLimit>,
 }
 
-/// `[server.tls]`: certificate files for the public listener.
+/// `[server.tls]`: certificate files for the public listener. Every path is resolved
+/// against the config file's directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
-    /// PEM certificate chain, resolved against the config file's directory.
+    /// PEM certificate chain of the default certificate, served when the client's SNI
+    /// matches no name in `certs` or it sends none: `cert`, or the first `certs` entry's
+    /// file when `cert` is absent.
     pub cert: PathBuf,
-    /// PEM private key, resolved against the config file's directory.
+    /// PEM private key for `cert`.
+    pub key: PathBuf,
+    /// `[[server.tls.certs]]`: certificates chosen by SNI, in file order.
+    pub certs: Vec<TlsCert>,
+    /// `client_ca`: PEM CA certificates; when set, a client must present a certificate
+    /// chained to one of them.
+    pub client_ca: Option<PathBuf>,
+    /// How often the cert, key and CA files are checked for changes (default 5s).
+    pub reload_interval: Duration,
+}
+
+/// One `[[server.tls.certs]]` entry: a certificate served to clients asking for its names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCert {
+    /// DNS names in lower case, at least one; `*.example.com` matches one label below.
+    pub names: Vec<String>,
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key for `cert`.
     pub key: PathBuf,
 }
 
@@ -382,8 +403,21 @@ struct RawRateLimit {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTls {
-    cert: String,
-    key: String,
+    cert: Option<String>,
+    key: Option<String>,
+    client_ca: Option<String>,
+    reload_interval: Option<String>,
+    #[serde(default)]
+    certs: Vec<RawTlsCert>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsCert {
+    #[serde(default)]
+    names: Vec<String>,
+    cert: Option<String>,
+    key: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -714,11 +748,108 @@ impl RawRateLimit {
 
 impl RawTls {
     fn into_tls(self, base: &Path) -> Result<TlsConfig, ConfigError> {
+        let certs = tls_certs(self.certs, base)?;
+        let pair = cert_and_key("server.tls", self.cert, self.key, base)?;
+        let (cert, key) = match (pair, certs.first()) {
+            (Some(pair), _) => pair,
+            (None, Some(first)) => (first.cert.clone(), first.key.clone()),
+            (None, None) => {
+                let message = "no certificate configured (set cert and key, \
+                               or add a [[server.tls.certs]] entry)";
+                return Err(invalid("server.tls.cert", message));
+            }
+        };
         Ok(TlsConfig {
-            cert: resolve_path("server.tls.cert", &self.cert, base)?,
-            key: resolve_path("server.tls.key", &self.key, base)?,
+            cert,
+            key,
+            certs,
+            client_ca: optional_path("server.tls.client_ca", self.client_ca.as_deref(), base)?,
+            reload_interval: duration_or(
+                "server.tls.reload_interval",
+                self.reload_interval.as_deref(),
+                Duration::from_secs(5),
+            )?,
         })
     }
+}
+
+/// Validates the `[[server.tls.certs]]` entries; a name may be served by one entry only.
+fn tls_certs(raw: Vec<RawTlsCert>, base: &Path) -> Result<Vec<TlsCert>, ConfigError> {
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    let mut certs = Vec::with_capacity(raw.len());
+    for (index, entry) in raw.into_iter().enumerate() {
+        let prefix = format!("server.tls.certs[{index}]");
+        let Some((cert, key)) = cert_and_key(&prefix, entry.cert, entry.key, base)? else {
+            return Err(invalid(format!("{prefix}.cert"), "required in every entry"));
+        };
+        let names = tls_names(&prefix, &entry.names)?;
+        for (position, name) in names.iter().enumerate() {
+            if let Some(owner) = owners.insert(name.clone(), prefix.clone()) {
+                let message = format!("{name:?} is already served by {owner}");
+                return Err(invalid(format!("{prefix}.names[{position}]"), message));
+            }
+        }
+        certs.push(TlsCert { names, cert, key });
+    }
+    Ok(certs)
+}
+
+/// A certificate file and its key under `prefix`: both or neither.
+fn cert_and_key(
+    prefix: &str,
+    cert: Option<String>,
+    key: Option<String>,
+    base: &Path,
+) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some((
+            resolve_path(&format!("{prefix}.cert"), &cert, base)?,
+            resolve_path(&format!("{prefix}.key"), &key, base)?,
+        ))),
+        (Some(_), None) => Err(invalid(
+            format!("{prefix}.key"),
+            format!("required when {prefix}.cert is set"),
+        )),
+        (None, Some(_)) => Err(invalid(
+            format!("{prefix}.cert"),
+            format!("required when {prefix}.key is set"),
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The names of one `certs` entry, in lower case: DNS names, `*.` allowed in front.
+fn tls_names(prefix: &str, names: &[String]) -> Result<Vec<String>, ConfigError> {
+    if names.is_empty() {
+        let message = "[] is empty (expected at least one DNS name)";
+        return Err(invalid(format!("{prefix}.names"), message));
+    }
+    let mut checked = Vec::with_capacity(names.len());
+    for (index, name) in names.iter().enumerate() {
+        let host = name.strip_prefix("*.").unwrap_or(name);
+        if !is_dns_name(host) {
+            let message = format!(
+                "{name:?} is not a DNS name (expected labels of letters, digits and '-', \
+                 optionally after \"*.\")"
+            );
+            return Err(invalid(format!("{prefix}.names[{index}]"), message));
+        }
+        checked.push(name.to_ascii_lowercase());
+    }
+    Ok(checked)
+}
+
+/// Letters, digits and inner hyphens in dot-separated labels of 1 to 63 bytes.
+fn is_dns_name(name: &str) -> bool {
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    name.len() <= 253 && name.split('.').all(label_ok)
 }
 
 impl RawAdmin {
@@ -1863,11 +1994,142 @@ destinations = ["http://${HOOK_HOST}/a", { url = "https://${HOOK_HOST}/b" }]
     fn tls_table_needs_both_files() {
         assert_err(
             &config("[server.tls]\ncert = \"c.pem\"", "", ""),
-            &["missing field `key`"],
+            &["server.tls.key: required when server.tls.cert is set"],
+        );
+        assert_err(
+            &config("[server.tls]\nkey = \"k.pem\"", "", ""),
+            &["server.tls.cert: required when server.tls.key is set"],
         );
         assert_err(
             &config("[server.tls]\ncert = \"\"\nkey = \"k\"", "", ""),
             &["server.tls.cert: \"\" is empty"],
+        );
+    }
+
+    /// `[server.tls]` with `extra` lines after it, then the minimal route.
+    fn tls_with(extra: &str) -> String {
+        config(&format!("[server.tls]\n{extra}"), "", "")
+    }
+
+    const SNI_ENTRY: &str = "[[server.tls.certs]]\n\
+                             names = [\"Relay.Example.com\", \"*.example.com\"]\n\
+                             cert = \"certs/example.crt\"\nkey = \"certs/example.key\"\n";
+
+    #[test]
+    fn tls_defaults_and_new_keys() {
+        let plain = parse_ok(&tls_with("cert = \"c.pem\"\nkey = \"k.pem\""));
+        let tls = plain.server.tls.expect("tls");
+        assert_eq!(tls.certs, []);
+        assert_eq!(tls.client_ca, None);
+        assert_eq!(tls.reload_interval, secs(5));
+
+        let text = tls_with(&format!(
+            "cert = \"c.pem\"\nkey = \"k.pem\"\nclient_ca = \"ca/mesh.crt\"\n\
+             reload_interval = \"250ms\"\n{SNI_ENTRY}"
+        ));
+        let tls = parse_ok(&text).server.tls.expect("tls");
+        assert_eq!(tls.cert, PathBuf::from("/etc/relay/c.pem"));
+        assert_eq!(tls.client_ca, Some(PathBuf::from("/etc/relay/ca/mesh.crt")));
+        assert_eq!(tls.reload_interval, ms(250));
+        let entry = TlsCert {
+            names: vec!["relay.example.com".to_owned(), "*.example.com".to_owned()],
+            cert: PathBuf::from("/etc/relay/certs/example.crt"),
+            key: PathBuf::from("/etc/relay/certs/example.key"),
+        };
+        assert_eq!(tls.certs, [entry]);
+    }
+
+    #[test]
+    fn tls_default_certificate_is_the_first_entry_without_cert() {
+        let second = "[[server.tls.certs]]\nnames = [\"other.test\"]\n\
+                      cert = \"o.crt\"\nkey = \"o.key\"\n";
+        let tls = parse_ok(&tls_with(&format!("{SNI_ENTRY}{second}")))
+            .server
+            .tls
+            .expect("tls");
+        assert_eq!(tls.cert, PathBuf::from("/etc/relay/certs/example.crt"));
+        assert_eq!(tls.key, PathBuf::from("/etc/relay/certs/example.key"));
+        assert_eq!(tls.certs.len(), 2);
+    }
+
+    #[test]
+    fn tls_needs_a_certificate() {
+        assert_err(
+            &tls_with("reload_interval = \"5s\""),
+            &["server.tls.cert: no certificate configured"],
+        );
+        assert_err(
+            &tls_with("cert = \"c\"\nkey = \"k\"\nclient_ca = \"\""),
+            &["server.tls.client_ca: \"\" is empty"],
+        );
+        assert_err(
+            &tls_with("cert = \"c\"\nkey = \"k\"\nreload_interval = \"0s\""),
+            &["server.tls.reload_interval: \"0s\" must be longer than zero"],
+        );
+    }
+
+    #[test]
+    fn tls_cert_entries_are_checked() {
+        let entry = |body: &str| tls_with(&format!("[[server.tls.certs]]\n{body}"));
+        assert_err(
+            &entry("names = [\"a.test\"]\ncert = \"c\""),
+            &["server.tls.certs[0].key: required when server.tls.certs[0].cert is set"],
+        );
+        assert_err(
+            &entry("names = [\"a.test\"]\nkey = \"k\""),
+            &["server.tls.certs[0].cert: required when server.tls.certs[0].key is set"],
+        );
+        assert_err(
+            &entry("names = [\"a.test\"]"),
+            &["server.tls.certs[0].cert: required in every entry"],
+        );
+        assert_err(
+            &entry("cert = \"c\"\nkey = \"k\""),
+            &["server.tls.certs[0].names: [] is empty"],
+        );
+        assert_err(
+            &entry("names = [\"a.test\"]\ncert = \"c\"\nkey = \"k\"\nca = \"x\""),
+            &["unknown field `ca`"],
+        );
+    }
+
+    #[test]
+    fn tls_names_must_be_dns_names() {
+        for bad in [
+            "", "*", "*.", "a..b", "-a.test", "a-.test", "a b.test", "a.*.test", "a.test.",
+        ] {
+            let text = tls_with(&format!(
+                "[[server.tls.certs]]\nnames = [\"ok.test\", {bad:?}]\ncert = \"c\"\nkey = \"k\""
+            ));
+            assert_err(
+                &text,
+                &[&format!(
+                    "server.tls.certs[0].names[1]: {bad:?} is not a DNS name"
+                )],
+            );
+        }
+        let long = format!("{}.test", "a".repeat(64));
+        let text = tls_with(&format!(
+            "[[server.tls.certs]]\nnames = [{long:?}]\ncert = \"c\"\nkey = \"k\""
+        ));
+        assert_err(
+            &text,
+            &["server.tls.certs[0].names[0]", "is not a DNS name"],
+        );
+        let good = "names = [\"localhost\", \"*.a-b.test\", \"x1.test\"]";
+        parse_ok(&tls_with(&format!(
+            "[[server.tls.certs]]\n{good}\ncert = \"c\"\nkey = \"k\""
+        )));
+    }
+
+    #[test]
+    fn tls_name_is_served_by_one_entry_only() {
+        let twice = "[[server.tls.certs]]\nnames = [\"a.test\"]\ncert = \"1\"\nkey = \"1\"\n\
+                     [[server.tls.certs]]\nnames = [\"b.test\", \"A.test\"]\n\
+                     cert = \"2\"\nkey = \"2\"\n";
+        assert_err(
+            &tls_with(twice),
+            &["server.tls.certs[1].names[1]: \"a.test\" is already served by server.tls.certs[0]"],
         );
     }
 

@@ -19,7 +19,8 @@
 //! - [`dispatcher`]: one lane per destination that sends due deliveries.
 //! - [`delivery`]: one forwarded request and its outcome.
 //! - [`retry`]: which outcomes are retried, and when.
-//! - [`tls`]: the listener's certificates.
+//! - [`tls`]: the listener's certificates, chosen by SNI and reloaded while
+//!   running, and the client certificates it may require.
 //! - [`admin`]: the admin API: inspection, replay, live events, health.
 //! - [`inspect`]: callbacks, deliveries and attempts as the API shows them.
 //! - [`replay`]: sending a journaled callback again, queued or once.

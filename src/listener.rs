@@ -31,6 +31,7 @@ use tracing::{Instrument, debug, debug_span, error, warn};
 
 use crate::config::ServerConfig;
 use crate::ingest::Ingest;
+use crate::tls::ServerTls;
 
 /// Reset streams an HTTP/2 client may cause before the connection is closed
 /// (hyper's defaults, named here so they are visible).
@@ -71,7 +72,7 @@ impl ConnectionLimits {
 /// waits up to `drain` for requests in flight to be answered.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ServerTls>>,
     ingest: Arc<Ingest>,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
@@ -111,8 +112,9 @@ pub async fn serve(
         };
         let span = debug_span!("connection", client.addr = %peer);
         match &tls {
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
+            Some(tls) => {
+                // Taken per connection, so a reload serves the next one.
+                let acceptor = tls.acceptor();
                 let watcher = graceful.watcher();
                 tokio::spawn(
                     connection

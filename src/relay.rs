@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 use tracing::info;
 
 use crate::admin::{self, Admin};
@@ -24,7 +23,7 @@ use crate::journal::{Journal, JournalError};
 use crate::listener::{self, ConnectionLimits};
 use crate::replay::Replayer;
 use crate::route::RouteTable;
-use crate::tls::{self, TlsError};
+use crate::tls::{ServerTls, TlsError};
 
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +64,7 @@ pub async fn run_with_admin(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RelayError> {
     let tls = match &config.server.tls {
-        Some(tls) => Some(TlsAcceptor::from(tls::server_config(tls)?)),
+        Some(tls) => Some(Arc::new(ServerTls::load(tls)?)),
         None => None,
     };
     let journal = Arc::new(Journal::open(
@@ -90,6 +89,13 @@ pub async fn run_with_admin(
         .unwrap_or_default();
     let grace = config.server.shutdown_timeout;
     let (stopping, admin_task) = start_admin(&config, admin, &journal, &dispatcher, addr.clone())?;
+    if let Some(tls) = &tls {
+        let mut stop = stopping.subscribe();
+        let stopped = async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        };
+        tokio::spawn(Arc::clone(tls).watch(stopped));
+    }
     info!(addr = %addr, tls = tls.is_some(), journal = %journal.path().display(), "relay listening");
 
     listener::serve(public, tls, ingest, limits, shutdown, grace).await;

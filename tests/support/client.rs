@@ -1,4 +1,5 @@
-//! [`Client`]: posts to the relay under test over HTTP/1.1, h2c, or TLS with h1 or h2.
+//! [`Client`]: posts to the relay under test over HTTP/1.1, h2c, or TLS with h1 or h2; and
+//! [`TlsConnection`]: one TLS connection, showing the certificate it was served.
 
 use super::certs::TestCerts;
 use bytes::Bytes;
@@ -11,8 +12,17 @@ use hyper_util::rt::TokioExecutor;
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::Location;
+use std::sync::Arc;
 use std::time::Duration;
+
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// How long a request may take, from sending to the end of the response body, by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -218,6 +228,74 @@ impl Client {
                 Err(_) => Err(fail(&what, format!("no response within {timeout:?}"), true)),
             }
         }
+    }
+}
+
+/// One HTTP/1.1 connection over TLS, kept open across requests, with the server
+/// certificate it was served. Every step fails after [`DEFAULT_TIMEOUT`].
+pub struct TlsConnection {
+    /// The leaf certificate the server presented.
+    pub leaf: CertificateDer<'static>,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl TlsConnection {
+    /// Connects to `addr` with `config` (see [`super::inspecting_client_config`]), asking
+    /// for `server_name` by SNI; `None` sends no SNI.
+    pub async fn open(
+        addr: SocketAddr,
+        server_name: Option<&str>,
+        mut config: ClientConfig,
+    ) -> Result<TlsConnection, String> {
+        config.enable_sni = server_name.is_some();
+        let name = ServerName::try_from(server_name.unwrap_or("localhost").to_owned())
+            .map_err(|e| format!("bad server name {server_name:?}: {e}"))?;
+        let connect = async {
+            let tcp = TcpStream::connect(addr).await.map_err(|e| chain(&e))?;
+            let connector = TlsConnector::from(Arc::new(config));
+            connector.connect(name, tcp).await.map_err(|e| chain(&e))
+        };
+        let tls = within("the TLS handshake", connect).await?;
+        let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+        let leaf = leaf.cloned().ok_or("the server sent no certificate")?;
+        let handshake = hyper::client::conn::http1::handshake(TokioIo::new(tls));
+        let (sender, connection) = within("the HTTP handshake", async {
+            handshake.await.map_err(|e| chain(&e))
+        })
+        .await?;
+        tokio::spawn(connection);
+        Ok(TlsConnection { leaf, sender })
+    }
+
+    /// POSTs `body` as JSON to `path` on this connection.
+    pub async fn post(&mut self, path: &str, body: impl Into<Bytes>) -> Result<Response, String> {
+        let headers = [("host", "localhost"), ("content-type", "application/json")];
+        let request = build_request(Method::POST, path, body.into(), &headers);
+        let sender = &mut self.sender;
+        within(&format!("POST {path}"), async move {
+            sender.ready().await.map_err(|e| chain(&e))?;
+            let response = sender.send_request(request).await.map_err(|e| chain(&e))?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.map_err(|e| chain(&e))?.to_bytes();
+            Ok(Response {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+                version: parts.version,
+            })
+        })
+        .await
+    }
+}
+
+/// `future`, or an error naming `what` after [`DEFAULT_TIMEOUT`].
+async fn within<T>(
+    what: &str,
+    future: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(DEFAULT_TIMEOUT, future).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("{what} took longer than {DEFAULT_TIMEOUT:?}")),
     }
 }
 

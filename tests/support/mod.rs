@@ -1,10 +1,12 @@
 //! Shared support for the integration tests of `callback-relay`.
 //!
 //! Everything here talks over real sockets on `127.0.0.1`, binding port 0:
-//! - [`TestCerts`]: a throwaway CA and a `localhost`/`127.0.0.1` server leaf, as PEM files.
+//! - [`TestCerts`]: a throwaway CA and a `localhost`/`127.0.0.1` server leaf, as PEM files,
+//!   more server and client certificates from it, and [`inspecting_client_config`].
 //! - [`FakeDestination`]: an HTTP/1.1 + HTTP/2 server (plain or TLS) that records every
 //!   request and answers per a [`Script`] of [`Reply`]s.
-//! - [`Client`]: posts to the relay under test over HTTP/1.1, h2c or TLS (h1 or h2 via ALPN).
+//! - [`Client`]: posts to the relay under test over HTTP/1.1, h2c or TLS (h1 or h2 via ALPN);
+//!   [`TlsConnection`]: one TLS connection, showing the certificate it was served.
 //! - [`RelayConfig`]: a relay under test, in-process ([`TestRelay`]) or written out for
 //!   [`RelayProcess`], journaling in a directory the test owns.
 //! - [`RelayProcess`] and [`cli`]: the real binary as a child process on a temp config.
@@ -22,8 +24,8 @@ mod relay;
 mod script;
 mod wait;
 
-pub use certs::TestCerts;
-pub use client::{Client, ClientError, Response, Version};
+pub use certs::{ClientIdentity, TestCerts, inspecting_client_config};
+pub use client::{Client, ClientError, Response, TlsConnection, Version};
 pub use destination::{FakeDestination, RELAY_ATTEMPT, RELAY_ID, Received, WaitTimeout};
 pub use process::{BIN, RelayProcess, cli, cli_async, stderr, stdout, write_config};
 pub use relay::{RelayConfig, TestRelay, journaled_deliveries};

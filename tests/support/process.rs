@@ -113,6 +113,14 @@ impl RelayProcess {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Sends `signal` (like `libc::SIGHUP`) to the relay.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pids fit in pid_t");
+        // SAFETY: kill has no memory effects; the pid is our own child, not yet reaped.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "signal {signal} to the relay");
+    }
+
     /// Kills the relay with SIGKILL: no shutdown, no flush.
     pub fn kill(&mut self) {
         self.child.kill().expect("SIGKILL the relay");

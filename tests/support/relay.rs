@@ -1,6 +1,7 @@
 //! A relay under test, in-process on `127.0.0.1:0`, with its journal in a directory the
 //! test owns; [`RelayConfig::write`] also serves a child process (see `process.rs`).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ use super::TestCerts;
 pub struct RelayConfig {
     journal: PathBuf,
     tls: Option<(PathBuf, PathBuf)>,
+    /// More lines for `[server.tls]`, like `client_ca` or `[[server.tls.certs]]` tables.
+    tls_extra: String,
     retry: String,
     routes: Vec<String>,
 }
@@ -29,6 +32,7 @@ impl RelayConfig {
         RelayConfig {
             journal: journal.to_path_buf(),
             tls: None,
+            tls_extra: String::new(),
             retry: "initial_backoff = \"50ms\"\nmax_backoff = \"1s\"\nmax_attempts = 5\n\
                     attempt_timeout = \"2s\"\n"
                 .to_owned(),
@@ -39,6 +43,14 @@ impl RelayConfig {
     /// Serves TLS with the test's certificates.
     pub fn tls(mut self, certs: &TestCerts) -> RelayConfig {
         self.tls = Some((certs.cert_path(), certs.key_path()));
+        self
+    }
+
+    /// Adds `lines` to `[server.tls]` after `cert` and `key` (set by [`RelayConfig::tls`]),
+    /// e.g. `reload_interval = "100ms"` or whole `[[server.tls.certs]]` tables.
+    pub fn tls_extra(mut self, lines: &str) -> RelayConfig {
+        self.tls_extra += lines;
+        self.tls_extra += "\n";
         self
     }
 
@@ -66,6 +78,7 @@ impl RelayConfig {
         );
         if let Some((cert, key)) = &self.tls {
             text += &format!("[server.tls]\ncert = {cert:?}\nkey = {key:?}\n");
+            text += &self.tls_extra;
         }
         text += "[admin]\nlisten = \"127.0.0.1:0\"\n";
         text += &format!(
@@ -104,6 +117,7 @@ impl RelayConfig {
         });
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         TestRelay {
+            addr,
             base: format!("{scheme}://{addr}"),
             stop: Some(stop),
             task: Some(task),
@@ -120,12 +134,18 @@ impl RelayConfig {
 
 /// A relay running inside the test process.
 pub struct TestRelay {
+    addr: SocketAddr,
     base: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), String>>>,
 }
 
 impl TestRelay {
+    /// The public listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// `http(s)://127.0.0.1:PORT` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
