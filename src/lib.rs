@@ -12,13 +12,15 @@
 //! - [`ingest`]: where a callback is journaled and acknowledged.
 //! - [`route`]: the configured routes; every other path is a 404.
 //! - [`journal`]: sled storage of callbacks, deliveries and attempts, with
-//!   group commit.
+//!   group commit, and a bounded ring of rejected requests.
 //! - [`dispatcher`]: one lane per destination that sends due deliveries.
 //! - [`delivery`]: one forwarded request and its outcome.
 //! - [`retry`]: which outcomes are retried, and when.
 //! - [`tls`]: the listener's certificates.
 //! - [`admin`]: the admin API: inspection, replay, live events, health.
-//! - [`inspect`]: callbacks, deliveries and attempts as the API shows them.
+//! - [`inspect`]: callbacks, deliveries, attempts and rejected requests as
+//!   the API shows them.
+//! - [`redact`]: hiding credentials, signatures and tokens in what is shown.
 //! - [`replay`]: sending a journaled callback again, queued or once.
 //! - [`export`]: callbacks as JSON Lines, out of and into a journal.
 //! - [`events`]: the live stream of accepted callbacks and attempts.
@@ -38,6 +40,7 @@ pub mod ingest;
 pub mod inspect;
 pub mod journal;
 pub mod listener;
+pub mod redact;
 pub mod relay;
 pub mod replay;
 pub mod retry;
