@@ -143,6 +143,10 @@ pub struct JournalConfig {
     pub path: PathBuf,
     /// Page cache size in bytes (default 64 MiB).
     pub cache_capacity: u64,
+    /// Rejected requests kept for inspection, newest first (default 1000; 0 keeps none).
+    pub rejected_keep: usize,
+    /// Body bytes kept of each rejected request (default 4 KiB, at least 1).
+    pub rejected_body_cap: u64,
 }
 
 /// Retry policy: `[retry]` globally, merged with a route's optional `retry` override.
@@ -432,6 +436,8 @@ struct RawAdmin {
 struct RawJournal {
     path: Option<String>,
     cache_capacity: Option<RawSize>,
+    rejected_keep: Option<usize>,
+    rejected_body_cap: Option<RawSize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -900,6 +906,8 @@ fn check_token(listen: SocketAddr, token: Option<&str>) -> Result<(), ConfigErro
 
 impl RawJournal {
     fn into_journal(self, base: &Path) -> Result<JournalConfig, ConfigError> {
+        const DEFAULT_REJECTED_KEEP: usize = 1000;
+        const DEFAULT_REJECTED_BODY_CAP: u64 = 4 * KIB;
         let path = self.path.as_deref().unwrap_or(DEFAULT_JOURNAL_PATH);
         Ok(JournalConfig {
             path: resolve_path("journal.path", path, base)?,
@@ -907,6 +915,12 @@ impl RawJournal {
                 "journal.cache_capacity",
                 self.cache_capacity,
                 DEFAULT_CACHE_CAPACITY,
+            )?,
+            rejected_keep: self.rejected_keep.unwrap_or(DEFAULT_REJECTED_KEEP),
+            rejected_body_cap: size_or(
+                "journal.rejected_body_cap",
+                self.rejected_body_cap,
+                DEFAULT_REJECTED_BODY_CAP,
             )?,
         })
     }
@@ -1546,6 +1560,8 @@ destinations = ["http://127.0.0.1:3000/hooks/wav"]
             PathBuf::from("/etc/relay/data/journal")
         );
         assert_eq!(config.journal.cache_capacity, 64 * 1024 * 1024);
+        assert_eq!(config.journal.rejected_keep, 1000);
+        assert_eq!(config.journal.rejected_body_cap, 4096);
         let retry = RetryConfig {
             initial_backoff: secs(1),
             max_backoff: secs(600),
@@ -1566,6 +1582,27 @@ destinations = ["http://127.0.0.1:3000/hooks/wav"]
         let destination = &route.destinations[0];
         assert_eq!((destination.ca.clone(), destination.timeout), (None, None));
         assert_eq!(destination.concurrency, None);
+    }
+
+    #[test]
+    fn the_rejected_ring_is_configured_in_the_journal_table() {
+        let tail = "[journal]\nrejected_keep = 0\nrejected_body_cap = \"1KiB\"";
+        let journal = parse_ok(&config("", "", tail)).journal;
+        assert_eq!(journal.rejected_keep, 0, "0 keeps none");
+        assert_eq!(journal.rejected_body_cap, 1024);
+
+        assert_err(
+            &config("", "", "[journal]\nrejected_body_cap = 0"),
+            &["journal.rejected_body_cap: 0 is too small"],
+        );
+        assert_err(
+            &config("", "", "[journal]\nrejected_body_cap = \"4 KiB\""),
+            &["journal.rejected_body_cap: invalid size \"4 KiB\""],
+        );
+        assert_err(
+            &config("", "", "[journal]\nrejected_keep = -1"),
+            &["rejected_keep"],
+        );
     }
 
     #[test]

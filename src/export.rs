@@ -5,6 +5,10 @@
 //! they are, else base64, with a field saying which. Deliveries are
 //! exported for reading only; an import adds the callback itself, and new
 //! deliveries to the importing relay's destinations only when asked to.
+//!
+//! Secrets (credentials, signatures, tokens in the path) are hidden unless
+//! the export is asked to reveal them; such a line says `"redacted": true`,
+//! and imports with the placeholders in place of the values.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -13,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock;
 use crate::ingest::now_ms;
 use crate::journal::{CallbackId, CallbackRecord, Filter, Journal, JournalError};
+use crate::redact::Redactor;
 
 /// The format version written in every line.
 pub const FORMAT: u32 = 1;
@@ -52,6 +57,10 @@ pub struct ExportedCallback {
     /// Its deliveries when exported; not imported.
     #[serde(default)]
     pub deliveries: Vec<ExportedDelivery>,
+    /// Whether secrets in the headers or path were hidden: the line holds
+    /// placeholders where they were.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub redacted: bool,
 }
 
 /// One header of an exported callback.
@@ -95,14 +104,21 @@ pub struct ImportSummary {
     pub existing: usize,
     /// Deliveries queued (with requeue).
     pub queued: usize,
+    /// Callbacks added whose secrets had been hidden at export.
+    #[serde(default)]
+    pub redacted: usize,
 }
 
 fn is_utf8(encoding: &Encoding) -> bool {
     *encoding == Encoding::Utf8
 }
 
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
 /// Writes bytes as text when they are UTF-8, else as base64.
-fn encode(bytes: &[u8]) -> (String, Encoding) {
+pub(crate) fn encode(bytes: &[u8]) -> (String, Encoding) {
     match std::str::from_utf8(bytes) {
         Ok(text) => (text.to_string(), Encoding::Utf8),
         Err(_) => (BASE64.encode(bytes), Encoding::Base64),
@@ -132,12 +148,25 @@ pub fn select(journal: &Journal, filter: &Filter) -> Result<Vec<CallbackId>, Jou
     Ok(ids)
 }
 
-/// One callback as an export line (without the newline), if it exists.
-pub fn line(journal: &Journal, id: CallbackId) -> Result<Option<String>, JournalError> {
+/// One callback as an export line (without the newline), if it exists,
+/// its secrets hidden by `redact` (kept as stored when `None`).
+pub fn line(
+    journal: &Journal,
+    id: CallbackId,
+    redact: Option<&Redactor>,
+) -> Result<Option<String>, JournalError> {
     let Some(detail) = journal.detail(id)? else {
         return Ok(None);
     };
     let record = &detail.summary.record;
+    let (headers, path_and_query) = match redact {
+        Some(redactor) => (
+            redactor.headers(&record.route, &record.headers),
+            redactor.path_and_query(&record.route, &record.path_and_query),
+        ),
+        None => (record.headers.clone(), record.path_and_query.clone()),
+    };
+    let redacted = headers != record.headers || path_and_query != record.path_and_query;
     let (body, body_encoding) = encode(&detail.body);
     let exported = ExportedCallback {
         format: FORMAT,
@@ -146,22 +175,11 @@ pub fn line(journal: &Journal, id: CallbackId) -> Result<Option<String>, Journal
         received_at: clock::rfc3339(record.received_at_ms),
         received_at_ms: record.received_at_ms,
         method: record.method.clone(),
-        path_and_query: record.path_and_query.clone(),
+        path_and_query,
         peer: record.peer.clone(),
         tls: record.tls,
         task_id: record.task_id.clone(),
-        headers: record
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                let (value, value_encoding) = encode(value);
-                ExportedHeader {
-                    name: name.clone(),
-                    value,
-                    value_encoding,
-                }
-            })
-            .collect(),
+        headers: headers.iter().map(exported_header).collect(),
         body_encoding,
         body,
         state: Some(detail.summary.state.as_str().to_string()),
@@ -177,9 +195,19 @@ pub fn line(journal: &Journal, id: CallbackId) -> Result<Option<String>, Journal
                 last_error: d.last_error.clone(),
             })
             .collect(),
+        redacted,
     };
     let text = serde_json::to_string(&exported).expect("an export line is plain data");
     Ok(Some(text))
+}
+
+fn exported_header((name, value): &(String, Vec<u8>)) -> ExportedHeader {
+    let (value, value_encoding) = encode(value);
+    ExportedHeader {
+        name: name.clone(),
+        value,
+        value_encoding,
+    }
 }
 
 /// Adds the callbacks of an export to `journal`. With `requeue`, each gets
@@ -224,6 +252,7 @@ fn import_lines(
         if journal.import(&record, &body, &urls, now_ms())? {
             summary.added += 1;
             summary.queued += urls.len();
+            summary.redacted += usize::from(exported.redacted);
         } else {
             summary.existing += 1;
         }

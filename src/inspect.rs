@@ -4,15 +4,20 @@
 //! The same functions serve both, so a command gives the same answer
 //! whether it reads the journal itself or asks a running relay. Field names
 //! here are a public contract: add fields, never rename them.
+//!
+//! Views that show headers or paths take a [`Redactor`]: secrets are hidden
+//! unless the caller passes `None` to reveal them.
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock;
+use crate::export::{self, Encoding};
 use crate::ingest::now_ms;
 use crate::journal::{
     Attempt, CallbackId, CallbackState, Delivery, Detail, Filter, Journal, JournalError,
-    SentReplay, Summary,
+    RejectedRecord, SentReplay, Summary,
 };
+use crate::redact::Redactor;
 
 /// Shortest id prefix shown in tables: the ULID's time and two more
 /// characters, so prefixes stay stable as the journal grows.
@@ -55,11 +60,13 @@ pub struct DetailView {
     #[serde(flatten)]
     pub callback: CallbackView,
     pub method: String,
+    /// Secrets in the path and query hidden unless revealed.
     pub path_and_query: String,
     pub peer: String,
     pub tls: bool,
-    /// Headers as received, in order; values that are not UTF-8 are shown
-    /// with replacement characters (the export keeps them exact).
+    /// Headers as received, in order, secrets hidden unless revealed;
+    /// values that are not UTF-8 are shown with replacement characters (the
+    /// export keeps them exact).
     pub headers: Vec<HeaderView>,
     pub content_type: Option<String>,
     pub body_bytes: usize,
@@ -73,6 +80,40 @@ pub struct DetailView {
 pub struct HeaderView {
     pub name: String,
     pub value: String,
+}
+
+/// One request the public listener refused after matching a route.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RejectedView {
+    pub id: String,
+    /// RFC 3339, UTC.
+    pub received_at: String,
+    pub received_at_ms: u64,
+    pub route: String,
+    pub method: String,
+    /// Secrets in the path and query hidden unless revealed.
+    pub path_and_query: String,
+    pub peer: String,
+    /// The status the caller was answered.
+    pub status: u16,
+    /// A short label such as `bad_signature`.
+    pub reason: String,
+    pub detail: String,
+    /// Secrets hidden unless revealed, as in [`DetailView`].
+    pub headers: Vec<HeaderView>,
+    /// The body's length as received or declared.
+    pub body_len: u64,
+    /// How much of the body was kept (the journal keeps a capped start).
+    pub body_kept: usize,
+    /// `utf8` when `body` is the kept bytes as text, `base64` otherwise.
+    pub body_encoding: Encoding,
+    pub body: String,
+}
+
+/// The rejected requests kept, newest first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RejectedList {
+    pub rejected: Vec<RejectedView>,
 }
 
 /// One delivery and its attempts.
@@ -205,12 +246,31 @@ pub fn task(journal: &Journal, task: &str) -> Result<Vec<CallbackView>, JournalE
         .collect()
 }
 
-/// One callback in full, if it exists.
-pub fn detail(journal: &Journal, id: CallbackId) -> Result<Option<DetailView>, JournalError> {
+/// One callback in full, if it exists, its secrets hidden by `redact`
+/// (shown as stored when `None`).
+pub fn detail(
+    journal: &Journal,
+    id: CallbackId,
+    redact: Option<&Redactor>,
+) -> Result<Option<DetailView>, JournalError> {
     let Some(detail) = journal.detail(id)? else {
         return Ok(None);
     };
-    Ok(Some(detail_view(journal, &detail)?))
+    Ok(Some(detail_view(journal, &detail, redact)?))
+}
+
+/// The rejected requests kept, newest first, of `route` when given, at
+/// most `limit` (up to [`MAX_LIMIT`]), secrets hidden by `redact`.
+pub fn rejected(
+    journal: &Journal,
+    route: Option<&str>,
+    limit: usize,
+    redact: Option<&Redactor>,
+) -> Result<RejectedList, JournalError> {
+    let records = journal.rejected(route, limit.clamp(1, MAX_LIMIT))?;
+    Ok(RejectedList {
+        rejected: records.iter().map(|r| rejected_view(r, redact)).collect(),
+    })
 }
 
 /// A summary as a listing shows it.
@@ -230,20 +290,22 @@ pub fn callback_view(journal: &Journal, summary: &Summary) -> Result<CallbackVie
     })
 }
 
-fn detail_view(journal: &Journal, detail: &Detail) -> Result<DetailView, JournalError> {
+fn detail_view(
+    journal: &Journal,
+    detail: &Detail,
+    redact: Option<&Redactor>,
+) -> Result<DetailView, JournalError> {
     let record = &detail.summary.record;
-    let headers = record
-        .headers
-        .iter()
-        .map(|(name, value)| HeaderView {
-            name: name.clone(),
-            value: String::from_utf8_lossy(value).into_owned(),
-        })
-        .collect();
+    let (headers, path_and_query) = shown(
+        redact,
+        &record.route,
+        &record.headers,
+        &record.path_and_query,
+    );
     Ok(DetailView {
         callback: callback_view(journal, &detail.summary)?,
         method: record.method.clone(),
-        path_and_query: record.path_and_query.clone(),
+        path_and_query,
         peer: record.peer.clone(),
         tls: record.tls,
         content_type: content_type(&record.headers),
@@ -256,6 +318,60 @@ fn detail_view(journal: &Journal, detail: &Detail) -> Result<DetailView, Journal
             .collect(),
         sent: detail.sent.iter().map(sent_view).collect(),
     })
+}
+
+fn rejected_view(record: &RejectedRecord, redact: Option<&Redactor>) -> RejectedView {
+    let (headers, path_and_query) = shown(
+        redact,
+        &record.route,
+        &record.headers,
+        &record.path_and_query,
+    );
+    let (body, body_encoding) = export::encode(&record.body);
+    RejectedView {
+        id: record.id.to_string(),
+        received_at: clock::rfc3339(record.received_at_ms),
+        received_at_ms: record.received_at_ms,
+        route: record.route.clone(),
+        method: record.method.clone(),
+        path_and_query,
+        peer: record.peer.clone(),
+        status: record.status,
+        reason: record.reason.clone(),
+        detail: record.detail.clone(),
+        headers,
+        body_len: record.body_len,
+        body_kept: record.body.len(),
+        body_encoding,
+        body,
+    }
+}
+
+/// Headers and path as they are shown: redacted, or as stored.
+fn shown(
+    redact: Option<&Redactor>,
+    route: &str,
+    headers: &[(String, Vec<u8>)],
+    path_and_query: &str,
+) -> (Vec<HeaderView>, String) {
+    let header_view = |(name, value): &(String, Vec<u8>)| HeaderView {
+        name: name.clone(),
+        value: String::from_utf8_lossy(value).into_owned(),
+    };
+    match redact {
+        Some(redactor) => (
+            redactor
+                .headers(route, headers)
+                .iter()
+                .map(header_view)
+                .collect(),
+            redactor.path_and_query(route, path_and_query),
+        ),
+        None => (
+            headers.iter().map(header_view).collect(),
+            path_and_query.to_string(),
+        ),
+    }
 }
 
 fn delivery_view(delivery: &Delivery, attempts: &[Attempt]) -> DeliveryView {

@@ -15,14 +15,16 @@
 //! - [`rate_limit`]: per-client token buckets on a route.
 //! - [`metrics`]: counters of accepted and rejected requests per route.
 //! - [`journal`]: sled storage of callbacks, deliveries and attempts, with
-//!   group commit.
+//!   group commit, and a bounded ring of rejected requests.
 //! - [`dispatcher`]: one lane per destination that sends due deliveries.
 //! - [`delivery`]: one forwarded request and its outcome.
 //! - [`retry`]: which outcomes are retried, and when.
 //! - [`tls`]: the listener's certificates, chosen by SNI and reloaded while
 //!   running, and the client certificates it may require.
 //! - [`admin`]: the admin API: inspection, replay, live events, health.
-//! - [`inspect`]: callbacks, deliveries and attempts as the API shows them.
+//! - [`inspect`]: callbacks, deliveries, attempts and rejected requests as
+//!   the API shows them.
+//! - [`redact`]: hiding credentials, signatures and tokens in what is shown.
 //! - [`replay`]: sending a journaled callback again, queued or once.
 //! - [`export`]: callbacks as JSON Lines, out of and into a journal.
 //! - [`events`]: the live stream of accepted callbacks and attempts.
@@ -45,6 +47,7 @@ pub mod journal;
 pub mod listener;
 pub mod metrics;
 pub mod rate_limit;
+pub mod redact;
 pub mod relay;
 pub mod replay;
 pub mod retry;

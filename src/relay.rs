@@ -67,10 +67,7 @@ pub async fn run_with_admin(
         Some(tls) => Some(Arc::new(ServerTls::load(tls)?)),
         None => None,
     };
-    let journal = Arc::new(Journal::open(
-        &config.journal.path,
-        config.journal.cache_capacity,
-    )?);
+    let journal = Arc::new(Journal::from_config(&config.journal)?);
     let routes = Arc::new(RouteTable::from_config(&config));
     let dispatcher = Dispatcher::start(&config, Arc::clone(&journal), Arc::clone(&routes))?;
 
@@ -123,6 +120,7 @@ fn start_admin(
         dispatcher: Arc::clone(dispatcher),
         replayer,
         token: config.admin.token.clone(),
+        redactor: crate::redact::redactor_for(config),
         public_addr,
         stopping: stopped.clone(),
     });

@@ -10,13 +10,15 @@
 //! | `POST /v1/callbacks/{id}/replay` | replays one callback ([`ReplayRequest`]) |
 //! | `POST /v1/replay` | replays every selected callback ([`BulkReplayRequest`]) |
 //! | `GET /v1/tasks/{task_id}` | every callback of a task, oldest first |
+//! | `GET /v1/rejected` | refused requests, newest first (`route`, `limit`) |
 //! | `GET /v1/events` | server-sent events (`route` filters) |
 //! | `GET /v1/export` | JSON Lines of the callbacks matching the filters, oldest first |
 //! | `POST /v1/import` | adds the callbacks of an export (`requeue=true` queues deliveries) |
 //!
 //! Filters: `route`, `task`, `state`, `since`, `until`; listings also take
-//! `limit` and `cursor`. Ids may be given as unique prefixes. Errors answer
-//! `{"error": "..."}`.
+//! `limit` and `cursor`. Ids may be given as unique prefixes. Secrets in
+//! headers and paths are hidden unless `reveal=true`, which needs a
+//! configured token (403 without one). Errors answer `{"error": "..."}`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +37,7 @@ use super::{Admin, Body, BoxError, sse};
 use crate::export::{self, ImportError};
 use crate::inspect::{self, BadFilter, FilterParams};
 use crate::journal::{CallbackId, JournalError, LookupError};
+use crate::redact::Redactor;
 use crate::replay::{
     BulkReplayRequest, BulkReplayResult, ReplayError, ReplayRequest, ReplayResult, ReplaySummary,
     SelectError,
@@ -152,7 +155,8 @@ pub(super) async fn route(admin: &Arc<Admin>, req: Request<Incoming>) -> Respons
         (&Method::GET, ["healthz"]) => Ok(text(StatusCode::OK, "ok\n")),
         (&Method::GET, ["readyz"]) => Ok(readyz(admin).await),
         (&Method::GET, ["v1", "callbacks"]) => list(admin, &query),
-        (&Method::GET, ["v1", "callbacks", id]) => show(admin, id),
+        (&Method::GET, ["v1", "callbacks", id]) => show(admin, id, &query),
+        (&Method::GET, ["v1", "rejected"]) => rejected(admin, &query),
         (&Method::GET, ["v1", "callbacks", id, "body"]) => body(admin, id),
         (&Method::POST, ["v1", "callbacks", id, "replay"]) => replay_one(admin, id, req).await,
         (&Method::POST, ["v1", "replay"]) => replay_bulk(admin, req).await,
@@ -161,7 +165,7 @@ pub(super) async fn route(admin: &Arc<Admin>, req: Request<Incoming>) -> Respons
         (&Method::GET, ["v1", "export"]) => export(admin, &query),
         (&Method::POST, ["v1", "import"]) => import(admin, &query, req).await,
         (_, ["healthz" | "readyz"] | ["v1", "callbacks", ..] | ["v1", "replay" | "import"])
-        | (_, ["v1", "tasks" | "events" | "export", ..]) => Err(ApiError::new(
+        | (_, ["v1", "tasks" | "events" | "export" | "rejected", ..]) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed",
         )),
@@ -215,15 +219,9 @@ async fn readyz(admin: &Admin) -> Response<Body> {
 
 fn list(admin: &Admin, query: &HashMap<String, String>) -> Answer {
     let filter = filter_params(query).to_filter()?;
-    let limit = match query.get("limit") {
-        Some(text) => text.parse::<usize>().map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("limit: {text:?} is not a number"),
-            )
-        })?,
-        None => DEFAULT_LIMIT,
-    };
+    // A listing shows no headers; reveal is checked so it fails alike.
+    redactor(admin, query)?;
+    let limit = limit(query)?;
     let cursor = match query.get("cursor") {
         Some(text) => Some(text.parse::<CallbackId>().map_err(|_| {
             ApiError::new(
@@ -237,11 +235,58 @@ fn list(admin: &Admin, query: &HashMap<String, String>) -> Answer {
     Ok(json(StatusCode::OK, &page))
 }
 
-fn show(admin: &Admin, id: &str) -> Answer {
+fn show(admin: &Admin, id: &str, query: &HashMap<String, String>) -> Answer {
+    let redact = redactor(admin, query)?;
     let id = admin.journal.resolve(id)?;
-    let detail = inspect::detail(&admin.journal, id)?
+    let detail = inspect::detail(&admin.journal, id, redact)?
         .ok_or_else(|| LookupError::NotFound(id.to_string()))?;
     Ok(json(StatusCode::OK, &detail))
+}
+
+fn rejected(admin: &Admin, query: &HashMap<String, String>) -> Answer {
+    let redact = redactor(admin, query)?;
+    let limit = limit(query)?;
+    let route = query.get("route").map(String::as_str);
+    let list = inspect::rejected(&admin.journal, route, limit, redact)?;
+    Ok(json(StatusCode::OK, &list))
+}
+
+/// The page size a request asks for with `limit`.
+fn limit(query: &HashMap<String, String>) -> Result<usize, ApiError> {
+    match query.get("limit") {
+        Some(text) => text.parse::<usize>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("limit: {text:?} is not a number"),
+            )
+        }),
+        None => Ok(DEFAULT_LIMIT),
+    }
+}
+
+/// The redactor for a request's answer: `None` when it asks `reveal=true`
+/// and may, which needs a configured token (every request then carries
+/// it, so the caller holds the relay's own secret).
+fn redactor<'a>(
+    admin: &'a Admin,
+    query: &HashMap<String, String>,
+) -> Result<Option<&'a Redactor>, ApiError> {
+    let reveal = match query.get("reveal").map(String::as_str) {
+        None | Some("false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(other) => {
+            let message = format!("reveal: {other:?} is not true or false");
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
+        }
+    };
+    match (reveal, &admin.token) {
+        (false, _) => Ok(Some(&admin.redactor)),
+        (true, Some(_)) => Ok(None),
+        (true, None) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "reveal=true needs an [admin] token to be configured; without one, secrets stay hidden",
+        )),
+    }
 }
 
 fn body(admin: &Admin, id: &str) -> Answer {
@@ -321,6 +366,7 @@ async fn replay_bulk(admin: &Admin, req: Request<Incoming>) -> Answer {
 
 fn export(admin: &Admin, query: &HashMap<String, String>) -> Answer {
     let filter = filter_params(query).to_filter()?;
+    let redact = redactor(admin, query)?.cloned();
     let ids = export::select(&admin.journal, &filter)?;
     let journal = Arc::clone(&admin.journal);
     let (mut tx, body) = Channel::<Bytes, BoxError>::new(4);
@@ -328,7 +374,7 @@ fn export(admin: &Admin, query: &HashMap<String, String>) -> Answer {
         for chunk in ids.chunks(64) {
             let mut text = String::new();
             for id in chunk {
-                match export::line(&journal, *id) {
+                match export::line(&journal, *id, redact.as_ref()) {
                     Ok(Some(line)) => {
                         text.push_str(&line);
                         text.push('\n');

@@ -6,6 +6,11 @@
 //! routes). When `[admin] token` is set, every request must carry
 //! `Authorization: Bearer <token>`, compared in constant time; the config
 //! refuses a non-loopback address without one.
+//!
+//! Secrets in what it shows (credentials, signatures, tokens in paths) are
+//! hidden. `reveal=true` shows them, and only when a token is configured:
+//! without one, anyone who reaches the port could read every credential a
+//! provider sent.
 
 mod api;
 mod sse;
@@ -31,6 +36,7 @@ use tracing::{Instrument, debug, debug_span, error, warn};
 
 use crate::dispatcher::Dispatcher;
 use crate::journal::Journal;
+use crate::redact::Redactor;
 use crate::replay::Replayer;
 
 pub use api::ApiError;
@@ -52,6 +58,8 @@ pub struct Admin {
     pub replayer: Replayer,
     /// The bearer token every request must carry, when set.
     pub token: Option<String>,
+    /// Hides secrets in what is shown, unless a request asks to reveal.
+    pub redactor: Redactor,
     /// The public listener's address, reported by `/readyz`.
     pub public_addr: String,
     /// Turns true when the relay shuts down, ending event streams.

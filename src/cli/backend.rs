@@ -1,6 +1,10 @@
 //! Where a command gets its answers: a running relay's admin API, or the
 //! journal opened directly when no relay runs on it. Both give the same
 //! JSON shapes, so the commands do not care which.
+//!
+//! Both hide secrets unless asked to reveal them. Through the admin API
+//! that takes the relay's token; from the journal it simply works, since
+//! whoever can read the journal directory holds the secrets anyway.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -13,8 +17,9 @@ use super::CliError;
 use super::remote::{AdminClient, Probe, encode};
 use crate::config::Config;
 use crate::export::{self, ImportSummary};
-use crate::inspect::{self, CallbackView, DetailView, FilterParams, ListView};
+use crate::inspect::{self, CallbackView, DetailView, FilterParams, ListView, RejectedList};
 use crate::journal::{Journal, JournalError};
+use crate::redact::{self, Redactor};
 use crate::replay::{BulkReplayRequest, BulkReplayResult, ReplayRequest, ReplayResult, Replayer};
 
 /// A command opens the journal with a small page cache: it reads little.
@@ -25,7 +30,11 @@ pub enum Backend {
     /// A running relay, through its admin API.
     Remote(AdminClient),
     /// The journal itself; no relay runs on it.
-    Local(Replayer),
+    Local {
+        replayer: Replayer,
+        /// Hides secrets in what is shown, unless revealed.
+        redactor: Redactor,
+    },
 }
 
 impl Backend {
@@ -68,7 +77,10 @@ impl Backend {
             Err(err) => return Err(CliError::failed(err.to_string())),
         };
         let replayer = Replayer::new(config, journal, None).map_err(CliError::failed)?;
-        Ok(Backend::Local(replayer))
+        Ok(Backend::Local {
+            replayer,
+            redactor: redact::redactor_for(config),
+        })
     }
 
     /// Whether a relay is running (answers come through its admin API).
@@ -94,7 +106,7 @@ impl Backend {
                     .get(&format!("/v1/callbacks{}", query_string(&query)))
                     .await
             }
-            Backend::Local(replayer) => {
+            Backend::Local { replayer, .. } => {
                 let filter = filter.to_filter().map_err(CliError::usage)?;
                 let cursor = cursor
                     .map(|c| {
@@ -107,16 +119,48 @@ impl Backend {
         }
     }
 
-    /// One callback in full, by id or unique prefix.
-    pub async fn show(&self, id: &str) -> Result<DetailView, CliError> {
+    /// One callback in full, by id or unique prefix, secrets hidden unless
+    /// `reveal`.
+    pub async fn show(&self, id: &str, reveal: bool) -> Result<DetailView, CliError> {
         match self {
-            Backend::Remote(client) => client.get(&format!("/v1/callbacks/{}", encode(id))).await,
-            Backend::Local(replayer) => {
+            Backend::Remote(client) => {
+                let query = reveal_query(Vec::new(), reveal);
+                let path = format!("/v1/callbacks/{}{}", encode(id), query_string(&query));
+                client.get(&path).await
+            }
+            Backend::Local { replayer, redactor } => {
                 let journal = replayer.journal();
                 let id = journal.resolve(id).map_err(lookup_error)?;
-                inspect::detail(journal, id)
+                inspect::detail(journal, id, hidden(redactor, reveal))
                     .map_err(CliError::failed)?
                     .ok_or_else(|| CliError::failed(format!("no callback with id {id}")))
+            }
+        }
+    }
+
+    /// The rejected requests kept, newest first, secrets hidden unless
+    /// `reveal`.
+    pub async fn rejected(
+        &self,
+        route: Option<&str>,
+        limit: usize,
+        reveal: bool,
+    ) -> Result<RejectedList, CliError> {
+        match self {
+            Backend::Remote(client) => {
+                let mut query = vec![("limit", limit.to_string())];
+                if let Some(route) = route {
+                    query.push(("route", route.to_string()));
+                }
+                let query = reveal_query(query, reveal);
+                client
+                    .get(&format!("/v1/rejected{}", query_string(&query)))
+                    .await
+            }
+            Backend::Local { replayer, redactor } => {
+                let journal = replayer.journal();
+                inspect::rejected(journal, route, limit, hidden(redactor, reveal))
+                    .map_err(CliError::failed)
             }
         }
     }
@@ -129,7 +173,7 @@ impl Backend {
                 let response = client.call(Method::GET, &path, None).await?;
                 super::remote::read_all(response).await
             }
-            Backend::Local(replayer) => {
+            Backend::Local { replayer, .. } => {
                 let journal = replayer.journal();
                 let id = journal.resolve(id).map_err(lookup_error)?;
                 journal.body(id).map_err(CliError::failed)
@@ -154,7 +198,7 @@ impl Backend {
                 let result: BulkReplayResult = client.post("/v1/replay", &request).await?;
                 Ok(result.selected)
             }
-            Backend::Local(replayer) => {
+            Backend::Local { replayer, .. } => {
                 let journal = replayer.journal();
                 let selected = replayer.select(ids, filter).map_err(|e| match e {
                     crate::replay::SelectError::Lookup(e) => lookup_error(e),
@@ -186,7 +230,7 @@ impl Backend {
                     .post(&format!("/v1/callbacks/{}/replay", encode(id)), request)
                     .await
             }
-            Backend::Local(replayer) => {
+            Backend::Local { replayer, .. } => {
                 let journal = replayer.journal();
                 let id = journal.resolve(id).map_err(lookup_error)?;
                 replayer.replay(id, request).await.map_err(|e| match e {
@@ -199,16 +243,19 @@ impl Backend {
         }
     }
 
-    /// Writes the matching callbacks as JSON Lines; returns how many.
+    /// Writes the matching callbacks as JSON Lines, secrets hidden unless
+    /// `reveal`; returns how many.
     pub async fn export(
         &self,
         filter: &FilterParams,
+        reveal: bool,
         out: &mut dyn Write,
     ) -> Result<usize, CliError> {
         let written = |e: std::io::Error| CliError::failed(format!("cannot write the export: {e}"));
         match self {
             Backend::Remote(client) => {
-                let path = format!("/v1/export{}", query_string(&query_of(filter)));
+                let query = reveal_query(query_of(filter), reveal);
+                let path = format!("/v1/export{}", query_string(&query));
                 let mut body = client.call(Method::GET, &path, None).await?.into_body();
                 let mut lines = 0;
                 while let Some(frame) = body.frame().await {
@@ -222,13 +269,15 @@ impl Backend {
                 }
                 Ok(lines)
             }
-            Backend::Local(replayer) => {
+            Backend::Local { replayer, redactor } => {
                 let journal = replayer.journal();
                 let filter = filter.to_filter().map_err(CliError::usage)?;
                 let ids = export::select(journal, &filter).map_err(CliError::failed)?;
+                let redact = hidden(redactor, reveal);
                 let mut lines = 0;
                 for id in ids {
-                    if let Some(line) = export::line(journal, id).map_err(CliError::failed)? {
+                    let line = export::line(journal, id, redact).map_err(CliError::failed)?;
+                    if let Some(line) = line {
                         writeln!(out, "{line}").map_err(written)?;
                         lines += 1;
                     }
@@ -249,7 +298,7 @@ impl Backend {
                 let bytes = super::remote::read_all(response).await?;
                 serde_json::from_slice(&bytes).map_err(CliError::failed)
             }
-            Backend::Local(replayer) => {
+            Backend::Local { replayer, .. } => {
                 let destinations =
                     |route: &str| replayer.destinations(route).map(<[String]>::to_vec);
                 let requeue = requeue.then_some(&destinations as export::RouteDestinations<'_>);
@@ -273,6 +322,22 @@ pub fn admin_client(config: &Config, admin: Option<&str>) -> Option<AdminClient>
         None if config.admin.listen.port() == 0 => None,
         None => Some(AdminClient::new(&config.admin.listen.to_string(), token)),
     }
+}
+
+/// The redactor to apply: none when revealing.
+fn hidden(redactor: &Redactor, reveal: bool) -> Option<&Redactor> {
+    (!reveal).then_some(redactor)
+}
+
+/// Adds `reveal=true` to a query when revealing.
+fn reveal_query(
+    mut query: Vec<(&'static str, String)>,
+    reveal: bool,
+) -> Vec<(&'static str, String)> {
+    if reveal {
+        query.push(("reveal", "true".to_string()));
+    }
+    query
 }
 
 fn lookup_error(err: crate::journal::LookupError) -> CliError {

@@ -6,6 +6,9 @@
 //! answers it opens the journal itself. A journal that is locked while the
 //! admin API is silent is reported as just that.
 //!
+//! Secrets in headers and paths are shown as `<redacted>` unless a command
+//! is given `--reveal`.
+//!
 //! Exit codes: 0 ok; 1 the operation ran and something failed (a replay got
 //! a 500, an id was not found, no relay answered); 2 bad usage or config.
 
@@ -133,6 +136,14 @@ pub struct ListArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// List requests refused after matching a route (401, 403, 413, 429)
+    /// instead of callbacks; only --route and --limit filter them.
+    #[arg(long, conflicts_with_all = ["task", "state", "since", "until"])]
+    pub rejected: bool,
+    /// Show secrets in headers and paths instead of <redacted> (through a
+    /// running relay, needs its [admin] token).
+    #[arg(long)]
+    pub reveal: bool,
 }
 
 /// `show`: one callback with its deliveries and attempts.
@@ -148,6 +159,10 @@ pub struct ShowArgs {
     /// The whole record as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Show secrets in headers and paths instead of <redacted> (through a
+    /// running relay, needs its [admin] token).
+    #[arg(long)]
+    pub reveal: bool,
 }
 
 /// `export`: callbacks as JSON Lines.
@@ -160,6 +175,10 @@ pub struct ExportArgs {
     /// Write to this file instead of standard output.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
+    /// Keep secrets in headers and paths instead of <redacted>, for a
+    /// byte-exact capture (through a running relay, needs its [admin] token).
+    #[arg(long)]
+    pub reveal: bool,
 }
 
 /// `import`: add exported callbacks to the journal.
@@ -201,6 +220,9 @@ where
 
 /// `list`.
 pub async fn list(args: ListArgs) -> Result<ExitCode, CliError> {
+    if args.rejected {
+        return list_rejected(args).await;
+    }
     let filter = args.filters.params()?;
     let (_, backend) = args.common.connect(false).await?;
     let page = backend.list(&filter, None, args.limit).await?;
@@ -220,6 +242,23 @@ pub async fn list(args: ListArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `list --rejected`.
+async fn list_rejected(args: ListArgs) -> Result<ExitCode, CliError> {
+    let (_, backend) = args.common.connect(false).await?;
+    let route = args.filters.route.as_deref();
+    let list = backend.rejected(route, args.limit, args.reveal).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        for rejected in &list.rejected {
+            let line = serde_json::to_string(rejected).expect("views are plain data");
+            writeln!(out, "{line}").map_err(stdout_error)?;
+        }
+    } else {
+        output::rejected_table(&mut out, &list.rejected).map_err(stdout_error)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `show`.
 pub async fn show(args: ShowArgs) -> Result<ExitCode, CliError> {
     let (_, backend) = args.common.connect(false).await?;
@@ -229,7 +268,7 @@ pub async fn show(args: ShowArgs) -> Result<ExitCode, CliError> {
         output::body(&mut out, &body).map_err(stdout_error)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let detail = backend.show(&args.id).await?;
+    let detail = backend.show(&args.id, args.reveal).await?;
     if args.json {
         let text = serde_json::to_string_pretty(&detail).expect("views are plain data");
         writeln!(out, "{text}").map_err(stdout_error)?;
@@ -248,7 +287,7 @@ pub async fn export(args: ExportArgs) -> Result<ExitCode, CliError> {
             let file = std::fs::File::create(path)
                 .map_err(|e| CliError::failed(format!("cannot create {}: {e}", path.display())))?;
             let mut writer = std::io::BufWriter::new(file);
-            let count = backend.export(&filter, &mut writer).await?;
+            let count = backend.export(&filter, args.reveal, &mut writer).await?;
             writer
                 .flush()
                 .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
@@ -256,7 +295,7 @@ pub async fn export(args: ExportArgs) -> Result<ExitCode, CliError> {
         }
         None => {
             let mut out = std::io::stdout().lock();
-            backend.export(&filter, &mut out).await?;
+            backend.export(&filter, args.reveal, &mut out).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -277,6 +316,13 @@ pub async fn import(args: ImportArgs) -> Result<ExitCode, CliError> {
         "imported {} callbacks ({} already present), queued {} deliveries",
         summary.added, summary.existing, summary.queued
     );
+    if summary.redacted > 0 {
+        println!(
+            "{} of them had secrets hidden at export: they hold <redacted> in their place \
+             (export with --reveal for a byte-exact capture)",
+            summary.redacted
+        );
+    }
     if args.requeue && !backend.is_remote() && summary.queued > 0 {
         println!("the deliveries go out when a relay next runs on this journal");
     }

@@ -4,7 +4,7 @@
 use std::io::{self, IsTerminal, Write};
 
 use crate::clock;
-use crate::inspect::{CallbackView, DetailView};
+use crate::inspect::{CallbackView, DetailView, RejectedView};
 
 /// How much of an error a table cell shows.
 const CELL_ERROR: usize = 40;
@@ -26,6 +26,28 @@ pub fn callback_table(out: &mut dyn Write, callbacks: &[CallbackView]) -> io::Re
             c.state.clone(),
             c.attempts.to_string(),
             last_outcome(c.last_status, c.last_error.as_deref()),
+        ]);
+    }
+    table(out, &rows)
+}
+
+/// Prints rejected requests as a table with a header row.
+pub fn rejected_table(out: &mut dyn Write, rejected: &[RejectedView]) -> io::Result<()> {
+    let mut rows =
+        vec![["TIME", "ROUTE", "PEER", "STATUS", "REASON", "DETAIL/PATH"].map(String::from)];
+    for r in rejected {
+        let request = format!("{} {}", r.method, r.path_and_query);
+        let what = match r.detail.as_str() {
+            "" => request,
+            detail => format!("{detail} ({request})"),
+        };
+        rows.push([
+            clock::local(r.received_at_ms),
+            r.route.clone(),
+            r.peer.clone(),
+            r.status.to_string(),
+            r.reason.clone(),
+            what,
         ]);
     }
     table(out, &rows)

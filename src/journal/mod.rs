@@ -13,6 +13,7 @@
 //! | `q` lane due id seq | nothing: the queue of pending deliveries, per destination, by due time |
 //! | `t` len task id | nothing: which callbacks carried a task id |
 //! | `s` id number | [`SentReplay`]: a one-off send made by a replay |
+//! | `x` id | [`RejectedRecord`]: the ring of refused requests, newest kept |
 //!
 //! Numbers are big-endian so that keys sort in numeric order; ids are ULIDs,
 //! so callbacks sort by the time they were received.
@@ -35,6 +36,7 @@ mod codec;
 mod commit;
 mod query;
 mod record;
+mod rejected;
 mod replay;
 
 use std::path::{Path, PathBuf};
@@ -45,9 +47,12 @@ use bytes::Bytes;
 
 pub use query::{CallbackState, Detail, Filter, LookupError, Page, Summary};
 pub use record::{Attempt, CallbackId, CallbackRecord, Delivery, DeliveryState};
+pub use rejected::{RejectedLimits, RejectedRecord};
 pub use replay::SentReplay;
 
 use commit::Committer;
+
+use crate::config::JournalConfig;
 
 /// Why the journal could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +109,8 @@ pub struct Journal {
     committer: Committer,
     committer_thread: Mutex<Option<JoinHandle<()>>>,
     ids: Mutex<ulid::Generator>,
+    /// The ring of rejected requests.
+    rejected: rejected::Ring,
     path: PathBuf,
 }
 
@@ -111,8 +118,27 @@ const QUEUE_KEY_LEN: usize = 1 + 8 + 8 + 16 + 4;
 
 impl Journal {
     /// Opens (or creates) the journal at `path` with a page cache of
-    /// `cache_capacity` bytes.
+    /// `cache_capacity` bytes, keeping rejected requests within the default
+    /// limits.
     pub fn open(path: &Path, cache_capacity: u64) -> Result<Journal, JournalError> {
+        Journal::open_with(path, cache_capacity, RejectedLimits::default())
+    }
+
+    /// Opens the journal as `[journal]` configures it.
+    pub fn from_config(config: &JournalConfig) -> Result<Journal, JournalError> {
+        let limits = RejectedLimits {
+            keep: config.rejected_keep,
+            body_cap: usize::try_from(config.rejected_body_cap).unwrap_or(usize::MAX),
+        };
+        Journal::open_with(&config.path, config.cache_capacity, limits)
+    }
+
+    /// Like [`Journal::open`], keeping rejected requests within `limits`.
+    pub fn open_with(
+        path: &Path,
+        cache_capacity: u64,
+        limits: RejectedLimits,
+    ) -> Result<Journal, JournalError> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_capacity)
@@ -125,6 +151,8 @@ impl Journal {
         let tree = db
             .open_tree("journal")
             .map_err(|source| open_error(path, source))?;
+        let rejected =
+            rejected::Ring::open(&tree, limits).map_err(|source| open_error(path, source))?;
         let (committer, thread) = Committer::start(db.clone());
         Ok(Journal {
             db,
@@ -132,6 +160,7 @@ impl Journal {
             committer,
             committer_thread: Mutex::new(Some(thread)),
             ids: Mutex::new(ulid::Generator::new()),
+            rejected,
             path: path.to_path_buf(),
         })
     }
