@@ -156,6 +156,11 @@ impl Dispatcher {
         &self.events
     }
 
+    /// The routes whose deliveries this dispatcher sends.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
     /// Whether the lanes are running (shutdown has not begun).
     pub fn running(&self) -> bool {
         !*self.stop.borrow()

@@ -24,7 +24,7 @@ use tracing::{debug, error};
 
 use crate::access::{self, IpNet};
 use crate::dispatcher::Dispatcher;
-use crate::journal::{CallbackRecord, Journal};
+use crate::journal::{CallbackRecord, Journal, RejectedRecord};
 use crate::rate_limit;
 use crate::route::{Route, RouteTable};
 
@@ -159,14 +159,37 @@ impl Ingest {
     }
 
     /// Keeps a refused request in the journal's bounded list of rejections.
+    /// A failure to keep it is logged and changes nothing for the caller.
     fn keep_rejected(
         &self,
-        _route: &Route,
-        _parts: &Parts,
-        _peer: SocketAddr,
-        _body: &[u8],
-        _refusal: &Refusal,
+        route: &Route,
+        parts: &Parts,
+        peer: SocketAddr,
+        body: &[u8],
+        refusal: &Refusal,
     ) {
+        let body_len = match body.len() {
+            0 => declared_length(parts).unwrap_or(0),
+            n => n as u64,
+        };
+        let record = RejectedRecord {
+            id: self.journal.next_id(),
+            route: route.name.clone(),
+            received_at_ms: now_ms(),
+            method: parts.method.as_str().to_string(),
+            path_and_query: path_and_query(parts),
+            peer: peer.to_string(),
+            status: refusal.status.as_u16(),
+            reason: refusal.reason.to_owned(),
+            detail: refusal.detail.clone(),
+            headers: header_list(parts),
+            // Only what the ring keeps is copied.
+            body: body[..body.len().min(self.journal.rejected_limits().body_cap)].to_vec(),
+            body_len,
+        };
+        if let Err(err) = self.journal.record_rejected(record) {
+            error!(route = %route.name, error = %err, "cannot keep a rejected request");
+        }
     }
 
     /// Reads the whole body within `max_body` and `body_read_timeout`.

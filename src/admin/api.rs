@@ -154,6 +154,7 @@ pub(super) async fn route(admin: &Arc<Admin>, req: Request<Incoming>) -> Respons
     let answer = match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => Ok(text(StatusCode::OK, "ok\n")),
         (&Method::GET, ["readyz"]) => Ok(readyz(admin).await),
+        (&Method::GET, ["metrics"]) => Ok(metrics(admin)),
         (&Method::GET, ["v1", "callbacks"]) => list(admin, &query),
         (&Method::GET, ["v1", "callbacks", id]) => show(admin, id, &query),
         (&Method::GET, ["v1", "rejected"]) => rejected(admin, &query),
@@ -466,6 +467,17 @@ fn text(status: StatusCode, text: &'static str) -> Response<Body> {
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Prometheus text: accepted and rejected requests per route.
+fn metrics(admin: &Admin) -> Response<Body> {
+    let body = crate::metrics::render(admin.dispatcher.routes());
+    let mut response = Response::new(full(Bytes::from(body)));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
 }
