@@ -147,6 +147,9 @@ pub struct JournalConfig {
     pub rejected_keep: usize,
     /// Body bytes kept of each rejected request (default 4 KiB, at least 1).
     pub rejected_body_cap: u64,
+    /// Shortest time between two flushes of the journal (default 2ms): longer
+    /// puts more callbacks in each flush, for less CPU and more ack latency.
+    pub commit_interval: Duration,
 }
 
 /// Retry policy: `[retry]` globally, merged with a route's optional `retry` override.
@@ -438,6 +441,7 @@ struct RawJournal {
     cache_capacity: Option<RawSize>,
     rejected_keep: Option<usize>,
     rejected_body_cap: Option<RawSize>,
+    commit_interval: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -922,8 +926,24 @@ impl RawJournal {
                 self.rejected_body_cap,
                 DEFAULT_REJECTED_BODY_CAP,
             )?,
+            commit_interval: commit_interval(self.commit_interval.as_deref())?,
         })
     }
+}
+
+/// `journal.commit_interval`: zero is allowed (flush as soon as anyone
+/// waits); more than a second would only hold every ack back.
+fn commit_interval(text: Option<&str>) -> Result<Duration, ConfigError> {
+    let key = "journal.commit_interval";
+    let Some(text) = text else {
+        return Ok(crate::journal::DEFAULT_COMMIT_INTERVAL);
+    };
+    let value = parse_duration(text)
+        .map_err(|err| invalid(key, format!("invalid duration {text:?}: {err}")))?;
+    if value > Duration::from_secs(1) {
+        return Err(invalid(key, format!("{text:?} is longer than 1s")));
+    }
+    Ok(value)
 }
 
 impl RawRetry {

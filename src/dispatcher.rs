@@ -343,10 +343,7 @@ async fn attempt(dispatcher: Arc<Dispatcher>, lane: Arc<Lane>, entry: QueueEntry
         delivery.state,
     );
     drop(_entered);
-    if let Err(err) = journal
-        .finish_attempt(&entry.key, record.id, &delivery, &attempt)
-        .await
-    {
+    if let Err(err) = journal.finish_attempt(&entry.key, record.id, &delivery, &attempt) {
         error!(callback.id = %record.id, error = %err, "cannot journal an attempt's outcome");
     }
     dispatcher.events.attempted(&record, &delivery, &attempt);

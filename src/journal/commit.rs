@@ -6,9 +6,15 @@
 //! them all; writers that register during a flush wait for the next one.
 //! A writer registers only after its batch is applied, so the flush that
 //! answers it covers its write.
+//!
+//! Flushes start at least `interval` apart. Under load that gathers more
+//! writers into each flush (each costs the committer and sled's writer
+//! threads some CPU whatever its size); when writes are rare the last flush
+//! is long past and a writer is flushed at once.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tracing::error;
@@ -37,8 +43,9 @@ struct State {
 }
 
 impl Committer {
-    /// Starts the committer thread for `db`.
-    pub(crate) fn start(db: sled::Db) -> (Committer, thread::JoinHandle<()>) {
+    /// Starts the committer thread for `db`, flushing at most once per
+    /// `interval`.
+    pub(crate) fn start(db: sled::Db, interval: Duration) -> (Committer, thread::JoinHandle<()>) {
         let shared = Arc::new(Shared {
             state: Mutex::default(),
             wake: Condvar::new(),
@@ -46,7 +53,7 @@ impl Committer {
         let worker = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name("journal-commit".into())
-            .spawn(move || run(&db, &worker))
+            .spawn(move || run(&db, &worker, interval))
             .expect("spawning the committer thread only fails when the OS is out of threads");
         (Committer { shared }, handle)
     }
@@ -82,8 +89,12 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn run(db: &sled::Db, shared: &Shared) {
+fn run(db: &sled::Db, shared: &Shared, interval: Duration) {
+    let mut last_flush: Option<Instant> = None;
     loop {
+        if let Some(wait) = last_flush.and_then(|at| interval.checked_sub(at.elapsed())) {
+            thread::sleep(wait);
+        }
         let (batch, closing) = {
             let mut state = lock(&shared.state);
             while state.waiting.is_empty() && !state.closing {
@@ -92,6 +103,7 @@ fn run(db: &sled::Db, shared: &Shared) {
             (std::mem::take(&mut state.waiting), state.closing)
         };
 
+        last_flush = Some(Instant::now());
         let result = db.flush().map(drop).map_err(Arc::new);
         if let Err(err) = &result {
             error!(error = %err, waiting = batch.len(), "journal flush failed");

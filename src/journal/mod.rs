@@ -30,7 +30,10 @@
 //! entry without its callback was never acknowledged and is dropped); an
 //! attempt's new queue entry goes in before the old one goes out (a stale
 //! entry, whose due time is not its delivery's, is dropped, and a lost
-//! delivery update only repeats an attempt that was in flight).
+//! delivery update only repeats an attempt that was in flight). Attempt
+//! outcomes are not waited on to be flushed: the group commit of the next
+//! callbacks, or sled's flush every 200 ms, writes them out, and one lost in
+//! a crash repeats that attempt.
 
 mod codec;
 mod commit;
@@ -42,6 +45,7 @@ mod replay;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -114,6 +118,9 @@ pub struct Journal {
     path: PathBuf,
 }
 
+/// The shortest time between two flushes, unless configured.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(2);
+
 const QUEUE_KEY_LEN: usize = 1 + 8 + 8 + 16 + 4;
 
 impl Journal {
@@ -130,7 +137,12 @@ impl Journal {
             keep: config.rejected_keep,
             body_cap: usize::try_from(config.rejected_body_cap).unwrap_or(usize::MAX),
         };
-        Journal::open_with(&config.path, config.cache_capacity, limits)
+        Journal::open_inner(
+            &config.path,
+            config.cache_capacity,
+            limits,
+            config.commit_interval,
+        )
     }
 
     /// Like [`Journal::open`], keeping rejected requests within `limits`.
@@ -138,6 +150,15 @@ impl Journal {
         path: &Path,
         cache_capacity: u64,
         limits: RejectedLimits,
+    ) -> Result<Journal, JournalError> {
+        Journal::open_inner(path, cache_capacity, limits, DEFAULT_COMMIT_INTERVAL)
+    }
+
+    fn open_inner(
+        path: &Path,
+        cache_capacity: u64,
+        limits: RejectedLimits,
+        commit_interval: Duration,
     ) -> Result<Journal, JournalError> {
         let db = sled::Config::new()
             .path(path)
@@ -153,7 +174,7 @@ impl Journal {
             .map_err(|source| open_error(path, source))?;
         let rejected =
             rejected::Ring::open(&tree, limits).map_err(|source| open_error(path, source))?;
-        let (committer, thread) = Committer::start(db.clone());
+        let (committer, thread) = Committer::start(db.clone(), commit_interval);
         Ok(Journal {
             db,
             tree,
@@ -292,8 +313,14 @@ impl Journal {
 
     /// Records an attempt and the delivery's new state, moving
     /// its queue entry (`entry_key`) to the new due time or removing it when
-    /// the delivery is no longer pending. Returns once it is on disk.
-    pub async fn finish_attempt(
+    /// the delivery is no longer pending.
+    ///
+    /// It does not wait for the disk: the next group commit, or sled's own
+    /// flush at most 200 ms later, writes it out. An outcome lost in a crash
+    /// only means that attempt is made again, which at-least-once delivery
+    /// allows, while waiting would hold a destination's slot for a flush on
+    /// every attempt.
+    pub fn finish_attempt(
         &self,
         entry_key: &[u8],
         id: CallbackId,
@@ -321,8 +348,7 @@ impl Journal {
             None => writes.remove(entry_key),
         }
 
-        self.apply(writes)?;
-        self.durable().await
+        self.apply(writes)
     }
 
     /// Every destination lane with pending deliveries, with the URL of one
