@@ -11,6 +11,8 @@
 //! - [`listener`]: the public listener: TLS, HTTP/1.1 and HTTP/2, timeouts.
 //! - [`ingest`]: where a callback is journaled and acknowledged.
 //! - [`route`]: the configured routes; every other path is a 404.
+//! - [`verify`]: checks that a callback comes from the route's provider:
+//!   shared tokens, Basic credentials, HMAC signatures.
 //! - [`journal`]: sled storage of callbacks, deliveries and attempts, with
 //!   group commit.
 //! - [`dispatcher`]: one lane per destination that sends due deliveries.
@@ -43,3 +45,4 @@ pub mod replay;
 pub mod retry;
 pub mod route;
 pub mod tls;
+pub mod verify;
