@@ -22,6 +22,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::access::IpNet;
 use crate::rate_limit::RateLimit;
+use crate::verify::{RawVerify, VerifyConfig};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -199,6 +200,8 @@ pub struct RouteConfig {
     pub rate_limit: Option<RateLimit>,
     /// Whether debug logs may show this route's bodies (default false).
     pub log_bodies: bool,
+    /// `[routes.NAME.verify]`: how callers prove who they are (default: not checked).
+    pub verify: Option<VerifyConfig>,
 }
 
 /// One forwarding target of a route.
@@ -473,6 +476,7 @@ struct RawRoute {
     allow_ips: Option<Vec<String>>,
     rate_limit: Option<RawRateLimit>,
     log_bodies: Option<bool>,
+    verify: Option<RawVerify>,
 }
 
 /// A destination: a url string or a table. Hand-written `Deserialize` (instead of an
@@ -1063,9 +1067,21 @@ impl RawRoute {
             Some(overrides) => overrides.apply(*retry, &format!("{key}.retry"))?,
             None => *retry,
         };
+        let path = route_path(&format!("{key}.path"), self.path)?;
+        let verify = match self.verify {
+            Some(raw) => Some(raw.into_verify(&format!("{key}.verify"), &path)?),
+            None if path.ends_with("/{token}") => {
+                let message = format!(
+                    "{path:?} ends in {{token}}, which only a verify table with \
+                     scheme = \"token\" checks"
+                );
+                return Err(invalid(format!("{key}.path"), message));
+            }
+            None => None,
+        };
         Ok(RouteConfig {
             name: name.to_owned(),
-            path: route_path(&format!("{key}.path"), self.path)?,
+            path,
             methods: methods(&format!("{key}.methods"), self.methods)?,
             destinations: destinations(&format!("{key}.destinations"), self.destinations, base)?,
             retry,
@@ -1077,6 +1093,7 @@ impl RawRoute {
                 None => server.rate_limit,
             },
             log_bodies: self.log_bodies.unwrap_or(false),
+            verify,
         })
     }
 }

@@ -27,6 +27,7 @@ use crate::dispatcher::Dispatcher;
 use crate::journal::{CallbackRecord, Journal, RejectedRecord};
 use crate::rate_limit;
 use crate::route::{Route, RouteTable};
+use crate::verify::Presented;
 
 /// What the ingest side needs, shared by every connection.
 pub struct Ingest {
@@ -72,7 +73,7 @@ impl Ingest {
         let Some((route, token)) = self.routes.lookup(req.uri().path()) else {
             return plain(StatusCode::NOT_FOUND, "no route for this path\n");
         };
-        let (route, _token) = (Arc::clone(route), token.map(str::to_owned));
+        let (route, token) = (Arc::clone(route), token.map(str::to_owned));
         if !route.methods.contains(req.method()) {
             let mut reply = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             reply.headers_mut().insert(ALLOW, route.allow.clone());
@@ -89,6 +90,24 @@ impl Ingest {
             Err(refusal) => return self.refuse(&route, &parts, peer, &[], refusal),
         };
         let task_id = route.task_id(&body);
+        if let Some(verifier) = &route.verifier {
+            let presented = Presented {
+                headers: &parts.headers,
+                path_token: token.as_deref(),
+                query: parts.uri.query(),
+                body: &body,
+                task_id: task_id.as_deref(),
+                now: SystemTime::now(),
+            };
+            if let Err(rejection) = verifier.check(&presented) {
+                let refusal = Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    rejection.reason(),
+                    rejection.to_string(),
+                );
+                return self.refuse(&route, &parts, peer, &body, refusal);
+            }
+        }
         self.accept(&route, parts, peer, body, task_id).await
     }
 

@@ -13,6 +13,8 @@
 //! - [`route`]: the configured routes; every other path is a 404.
 //! - [`access`]: who is calling (behind trusted proxies), and `allow_ips`.
 //! - [`rate_limit`]: per-client token buckets on a route.
+//! - [`verify`]: checks that a callback comes from the route's provider:
+//!   shared tokens, Basic credentials, HMAC signatures.
 //! - [`metrics`]: counters of accepted and rejected requests per route.
 //! - [`journal`]: sled storage of callbacks, deliveries and attempts, with
 //!   group commit, and a bounded ring of rejected requests.
@@ -53,3 +55,4 @@ pub mod replay;
 pub mod retry;
 pub mod route;
 pub mod tls;
+pub mod verify;

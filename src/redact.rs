@@ -140,8 +140,29 @@ impl Redactor {
 
 /// The redactor for a relay configured by `config`: the one place that
 /// turns route settings into redaction rules.
-pub fn redactor_for(_config: &Config) -> Redactor {
-    Redactor::default()
+pub fn redactor_for(config: &Config) -> Redactor {
+    let rules = config
+        .routes
+        .values()
+        .filter_map(|route| {
+            let verify = route.verify.as_ref()?;
+            Some(RouteRedaction {
+                route: route.name.clone(),
+                headers: verify
+                    .secret_headers()
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect(),
+                query_params: verify
+                    .secret_param()
+                    .map(str::to_owned)
+                    .into_iter()
+                    .collect(),
+                path_template: verify.secret_in_path().then(|| route.path.clone()),
+            })
+        })
+        .collect();
+    Redactor::new(rules)
 }
 
 /// Where `{token}` stands in a path template, as segment indexes.

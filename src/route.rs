@@ -15,6 +15,7 @@ use crate::config::{Config, Destination};
 use crate::metrics::RouteStats;
 use crate::rate_limit::RateLimiter;
 use crate::retry::RetryPolicy;
+use crate::verify::Verifier;
 
 /// The last path segment that carries a route's secret token.
 pub const TOKEN_SEGMENT: &str = "{token}";
@@ -43,6 +44,8 @@ pub struct Route {
     pub log_bodies: bool,
     /// Accepted and rejected counts.
     pub stats: RouteStats,
+    /// How callers prove who they are; `None` checks nothing.
+    pub verifier: Option<Verifier>,
 }
 
 impl Route {
@@ -103,6 +106,7 @@ impl RouteTable {
                 rate_limiter: route.rate_limit.map(RateLimiter::new),
                 log_bodies: route.log_bodies,
                 stats: RouteStats::default(),
+                verifier: route.verify.as_ref().map(Verifier::new),
             });
             match route.path.strip_suffix(TOKEN_SEGMENT) {
                 Some(prefix) => table
