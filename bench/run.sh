@@ -159,7 +159,7 @@ wait_drained() {
 relay_config() {
     cat >"$1" <<EOF
 # Written by bench/run.sh: TLS on loopback, a fresh journal, one route to the receiver.
-# Everything not set here is the relay's default (journal cache 64MiB, 32 attempts in
+# Everything not set here is the relay's default (journal cache 24MiB, 32 attempts in
 # flight per destination).
 [server]
 listen = "127.0.0.1:$RELAY_PORT"

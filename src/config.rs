@@ -33,7 +33,7 @@ const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 const DEFAULT_MAX_HEADERS: usize = 100;
 const DEFAULT_MAX_HEADER_SIZE: u64 = 16 * KIB;
 const DEFAULT_H2_STREAMS: u32 = 100;
-const DEFAULT_CACHE_CAPACITY: u64 = 64 * MIB;
+const DEFAULT_CACHE_CAPACITY: u64 = 24 * MIB;
 const DEFAULT_JOURNAL_PATH: &str = "data/journal";
 const DEFAULT_TASK_ID: [&str; 4] = ["/data/task_id", "/data/taskId", "/task_id", "/taskId"];
 
@@ -142,7 +142,7 @@ pub struct AdminConfig {
 pub struct JournalConfig {
     /// Journal directory (default `data/journal`, resolved against the config file's directory).
     pub path: PathBuf,
-    /// Page cache size in bytes (default 64 MiB).
+    /// Page cache size in bytes (default 24 MiB).
     pub cache_capacity: u64,
     /// Rejected requests kept for inspection, newest first (default 1000; 0 keeps none).
     pub rejected_keep: usize,
@@ -1596,9 +1596,10 @@ destinations = ["http://127.0.0.1:3000/hooks/wav"]
             config.journal.path,
             PathBuf::from("/etc/relay/data/journal")
         );
-        assert_eq!(config.journal.cache_capacity, 64 * 1024 * 1024);
+        assert_eq!(config.journal.cache_capacity, 24 * 1024 * 1024);
         assert_eq!(config.journal.rejected_keep, 1000);
         assert_eq!(config.journal.rejected_body_cap, 4096);
+        assert_eq!(config.journal.commit_interval, Duration::from_millis(2));
         let retry = RetryConfig {
             initial_backoff: secs(1),
             max_backoff: secs(600),

