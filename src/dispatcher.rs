@@ -101,7 +101,11 @@ impl Dispatcher {
         });
         for (_, url) in pending {
             if let Err(err) = dispatcher.lane(&url) {
-                error!(destination = %url, error = %err, "cannot build a client; its deliveries wait");
+                error!(
+                    destination = %url,
+                    error = %err,
+                    "cannot build a client; its deliveries wait"
+                );
             }
         }
         Ok(dispatcher)

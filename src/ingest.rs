@@ -142,7 +142,8 @@ impl Ingest {
             let text = String::from_utf8_lossy(&body);
             debug!(route = %route.name, callback.id = %record.id, body = %text, "accepted");
         } else {
-            debug!(route = %route.name, callback.id = %record.id, task = ?record.task_id, "accepted");
+            let task = record.task_id.as_deref();
+            debug!(route = %route.name, callback.id = %record.id, ?task, "accepted");
         }
         self.dispatcher.wake(&route.destination_urls);
         self.dispatcher.events().accepted(&record);

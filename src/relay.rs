@@ -93,7 +93,8 @@ pub async fn run_with_admin(
         };
         tokio::spawn(Arc::clone(tls).watch(stopped));
     }
-    info!(addr = %addr, tls = tls.is_some(), journal = %journal.path().display(), "relay listening");
+    let journal_path = journal.path().display();
+    info!(addr = %addr, tls = tls.is_some(), journal = %journal_path, "relay listening");
 
     listener::serve(public, tls, ingest, limits, shutdown, grace).await;
     info!("stopped accepting; finishing attempts in flight");
