@@ -10,11 +10,18 @@
 //! reset streams (h2's rapid-reset protection). An error on one connection
 //! is logged at debug and never stops the accept loop.
 //!
+//! The socket is bound with a listen backlog of [`LISTEN_BACKLOG`], not the
+//! standard library's 128: a burst of connections (a slowloris attack opening
+//! hundreds at once, or many providers at the same moment) would otherwise
+//! overflow the kernel's accept queue, and every client arriving then would
+//! have its SYN dropped and wait a second or more to retry.
+//!
 //! The protocol is fixed before the first byte is read: HTTP/2 only when
 //! TLS negotiated `h2` by ALPN, HTTP/1.1 otherwise. That leaves no phase in
 //! which a client that sends nothing is waited on without a timer.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +31,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, debug_span, error, warn};
@@ -32,6 +39,10 @@ use tracing::{Instrument, debug, debug_span, error, warn};
 use crate::config::ServerConfig;
 use crate::ingest::Ingest;
 use crate::tls::ServerTls;
+
+/// Connections the kernel holds, handshake done, until the accept loop takes
+/// them (capped by the system's `net.core.somaxconn`).
+pub const LISTEN_BACKLOG: u32 = 1024;
 
 /// Reset streams an HTTP/2 client may cause before the connection is closed
 /// (hyper's defaults, named here so they are visible).
@@ -66,6 +77,19 @@ impl ConnectionLimits {
             http2_max_concurrent_streams: server.http2_max_concurrent_streams,
         }
     }
+}
+
+/// Binds the public listener on `addr` with a backlog of [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As the standard library's bind does: a restart may rebind at once while
+    // connections of the previous process linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and

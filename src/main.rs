@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use callback_relay::cli;
 use callback_relay::config::Config;
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio::net::TcpListener;
 use tracing::{error, warn};
 
 /// The exit codes of the inspection commands, shown in their help.
@@ -161,7 +160,7 @@ fn serve(path: &Path) -> ExitCode {
     };
     runtime.block_on(async {
         let listen = config.server.listen;
-        let public = match TcpListener::bind(listen).await {
+        let public = match callback_relay::listener::bind(listen) {
             Ok(listener) => listener,
             Err(err) => {
                 error!(addr = %listen, error = %err, "cannot bind the public listener");

@@ -108,6 +108,11 @@ impl RelayProcess {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The relay's process id, e.g. to read `/proc/PID/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the relay has logged so far, one JSON object per line.
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")

@@ -22,6 +22,8 @@ pub struct RelayConfig {
     tls: Option<(PathBuf, PathBuf)>,
     /// More lines for `[server.tls]`, like `client_ca` or `[[server.tls.certs]]` tables.
     tls_extra: String,
+    /// Lines of `[server]` after `listen`, one `key = value` each.
+    server: Vec<String>,
     retry: String,
     routes: Vec<String>,
 }
@@ -33,6 +35,10 @@ impl RelayConfig {
             journal: journal.to_path_buf(),
             tls: None,
             tls_extra: String::new(),
+            server: vec![
+                "shutdown_timeout = \"2s\"".to_owned(),
+                "body_read_timeout = \"2s\"".to_owned(),
+            ],
             retry: "initial_backoff = \"50ms\"\nmax_backoff = \"1s\"\nmax_attempts = 5\n\
                     attempt_timeout = \"2s\"\n"
                 .to_owned(),
@@ -54,6 +60,18 @@ impl RelayConfig {
         self
     }
 
+    /// Adds `lines` (one `key = value` each) to `[server]`, e.g. `max_connections = 2`;
+    /// a key set already (like the default `body_read_timeout = "2s"`) is replaced.
+    pub fn server(mut self, lines: &str) -> RelayConfig {
+        for line in lines.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let key = line.split('=').next().unwrap_or(line).trim();
+            self.server
+                .retain(|old| old.split('=').next().map(str::trim) != Some(key));
+            self.server.push(line.to_owned());
+        }
+        self
+    }
+
     /// Replaces the `[retry]` table's body, e.g. `"max_attempts = 3"`.
     pub fn retry(mut self, body: &str) -> RelayConfig {
         self.retry = format!("{body}\n");
@@ -72,10 +90,11 @@ impl RelayConfig {
 
     /// The configuration file's text.
     pub fn text(&self) -> String {
-        let mut text = String::from(
-            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"2s\"\n\
-             body_read_timeout = \"2s\"\n",
-        );
+        let mut text = String::from("[server]\nlisten = \"127.0.0.1:0\"\n");
+        for line in &self.server {
+            text += line;
+            text += "\n";
+        }
         if let Some((cert, key)) = &self.tls {
             text += &format!("[server.tls]\ncert = {cert:?}\nkey = {key:?}\n");
             text += &self.tls_extra;
