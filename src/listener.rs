@@ -3,7 +3,9 @@
 //!
 //! Each phase of a connection has its own limit: the TLS handshake, reading
 //! request headers (which on HTTP/1 also bounds how long a kept-alive
-//! connection may sit idle), and (in ingest) reading the body. At most
+//! connection may sit idle), reading the body (in ingest), and the idle time
+//! with no request in flight (`keep_alive_timeout`, which is what closes an
+//! HTTP/2 connection that answers pings but sends nothing). At most
 //! `max_connections` are served at once; the next ones wait in the kernel's
 //! listen backlog until one closes. Heads are bounded in size and field
 //! count (431 past either), HTTP/2 in open streams, header list size and
@@ -24,15 +26,15 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, debug_span, error, warn};
 
@@ -102,9 +104,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
     let builder = http_builder(limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stopping, stop) = watch::channel(false);
     tokio::pin!(shutdown);
 
     loop {
@@ -132,6 +134,7 @@ pub async fn serve(
             ingest: Arc::clone(&ingest),
             peer,
             limits,
+            stop: stop.clone(),
             _slot: slot,
         };
         let span = debug_span!("connection", client.addr = %peer);
@@ -139,22 +142,20 @@ pub async fn serve(
             Some(tls) => {
                 // Taken per connection, so a reload serves the next one.
                 let acceptor = tls.acceptor();
-                let watcher = graceful.watcher();
-                tokio::spawn(
-                    connection
-                        .serve_tls(acceptor, stream, watcher)
-                        .instrument(span),
-                );
+                tokio::spawn(connection.serve_tls(acceptor, stream).instrument(span));
             }
             None => {
-                let watcher = graceful.watcher();
-                tokio::spawn(connection.serve_plain(stream, watcher).instrument(span));
+                tokio::spawn(connection.serve_http(stream, false).instrument(span));
             }
         }
     }
 
+    // Every connection holds a slot until it ends: having them all back means
+    // every connection has finished.
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
+    let _ = stopping.send(true);
+    let every_slot = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(drain, slots.acquire_many(every_slot))
         .await
         .is_err()
     {
@@ -192,17 +193,14 @@ struct Connection {
     ingest: Arc<Ingest>,
     peer: SocketAddr,
     limits: ConnectionLimits,
+    /// Turns true when the relay stops accepting.
+    stop: watch::Receiver<bool>,
     /// Held while the connection lives: one of `max_connections`.
     _slot: OwnedSemaphorePermit,
 }
 
 impl Connection {
-    async fn serve_tls(
-        self,
-        acceptor: TlsAcceptor,
-        stream: TcpStream,
-        watcher: hyper_util::server::graceful::Watcher,
-    ) {
+    async fn serve_tls(self, acceptor: TlsAcceptor, stream: TcpStream) {
         let timeout = self.limits.tls_handshake_timeout;
         let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => stream,
@@ -210,25 +208,22 @@ impl Connection {
             Err(_) => return debug!(?timeout, "TLS handshake timed out"),
         };
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        self.serve_http(stream, h2, watcher).await;
+        self.serve_http(stream, h2).await;
     }
 
-    async fn serve_plain(self, stream: TcpStream, watcher: hyper_util::server::graceful::Watcher) {
-        self.serve_http(stream, false, watcher).await;
-    }
-
-    async fn serve_http<S>(
-        self,
-        stream: S,
-        h2: bool,
-        watcher: hyper_util::server::graceful::Watcher,
-    ) where
+    /// Serves requests until the client closes, the relay stops, or the
+    /// connection has been idle (no request in flight) for
+    /// `keep_alive_timeout`; the last two close it gracefully.
+    async fn serve_http<S>(self, stream: S, h2: bool)
+    where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Connection {
             builder,
             ingest,
             peer,
+            limits,
+            mut stop,
             ..
         } = self;
         let builder = if h2 {
@@ -236,13 +231,92 @@ impl Connection {
         } else {
             builder.http1_only()
         };
+        let activity = Arc::new(Activity::new());
+        let tracked = Arc::clone(&activity);
         let service = service_fn(move |req| {
             let ingest = Arc::clone(&ingest);
-            async move { Ok::<_, std::convert::Infallible>(ingest.handle(req, peer).await) }
+            let busy = tracked.begin();
+            async move {
+                let reply = ingest.handle(req, peer).await;
+                drop(busy);
+                Ok::<_, std::convert::Infallible>(reply)
+            }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service);
-        if let Err(err) = watcher.watch(conn).await {
-            debug!(error = %err, "connection ended with an error");
+        tokio::pin!(conn);
+
+        let idle_limit = limits.keep_alive_timeout;
+        let mut check = tokio::time::interval(idle_check_period(idle_limit));
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        debug!(error = %err, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = stop.wait_for(|stopping| *stopping), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = check.tick(), if !closing => {
+                    if activity.idle_for() >= idle_limit {
+                        debug!(?idle_limit, "closing an idle connection");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+            }
         }
+    }
+}
+
+/// How often a connection checks whether it has been idle too long.
+fn idle_check_period(idle_limit: Duration) -> Duration {
+    (idle_limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+/// Requests in flight on one connection, and when the last one ended.
+struct Activity {
+    in_flight: AtomicUsize,
+    /// When the connection was last busy, as an offset from `since`.
+    last_busy_ms: AtomicU64,
+    since: Instant,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            in_flight: Default::default(),
+            last_busy_ms: Default::default(),
+            since: Instant::now(),
+        }
+    }
+
+    /// Marks a request in flight until the guard is dropped.
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(Arc::clone(self))
+    }
+
+    /// How long nothing has been in flight; zero while something is.
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_busy_ms.load(Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(last)
+    }
+}
+
+/// One request in flight on a connection.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let now = u64::try_from(self.0.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_busy_ms.store(now, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

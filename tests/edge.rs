@@ -774,3 +774,53 @@ async fn a_tls_hello_without_the_rest_is_closed_at_tls_handshake_timeout() {
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(edge.callbacks().await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_at_keep_alive_timeout() {
+    let certs = TestCerts::new();
+    let dest = FakeDestination::start(Script::always(200)).await;
+    let edge = Edge::start(|journal| {
+        RelayConfig::new(journal)
+            .tls(&certs)
+            .server("keep_alive_timeout = \"1s\"")
+            .route("wav", "/callbacks/wav", &[dest.url("/wav")], "")
+    });
+
+    // An HTTP/2 client that answers pings but sends nothing after one request.
+    let config = Arc::new(certs.client_config(&[b"h2"]));
+    let tcp = TcpStream::connect(edge.addr()).await.expect("connect");
+    let name: rustls::pki_types::ServerName<'static> = "localhost".try_into().expect("a name");
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("the TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("the HTTP/2 handshake");
+    let connection = tokio::spawn(connection);
+    let request = http::Request::post("https://localhost/callbacks/wav")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            BODY.as_bytes(),
+        )))
+        .expect("a request");
+    let response = sender.send_request(request).await.expect("an answer");
+    assert_eq!(response.status(), 200);
+    let answered = Instant::now();
+
+    // The relay closes it about a second after the answer, and not before.
+    let ended = tokio::time::timeout(WAIT, connection).await;
+    let idle = answered.elapsed();
+    assert!(
+        ended.is_ok(),
+        "an idle HTTP/2 connection still open after {WAIT:?}"
+    );
+    assert!(
+        idle >= Duration::from_millis(900),
+        "closed after only {idle:?}"
+    );
+    assert_eq!(edge.callbacks().await.len(), 1);
+}
