@@ -10,8 +10,6 @@
 //! It is kept as lean as a typical hyper server: multi-thread tokio runtime, hyper-util's
 //! auto (HTTP/1.1 + HTTP/2) connection builder, one task per connection.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +23,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -124,8 +123,9 @@ fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Error> {
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(file)).collect::<Result<Vec<_>, _>>()?;
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()?;
     if certs.is_empty() {
         return Err(format!("no certificate found in {}", path.display()).into());
     }
@@ -133,7 +133,6 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    rustls_pemfile::private_key(&mut BufReader::new(file))?
-        .ok_or_else(|| format!("no private key found in {}", path.display()).into())
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("no private key in {}: {e}", path.display()).into())
 }

@@ -12,8 +12,6 @@
 //! HTTPS: the server's certificate must chain to `--ca FILE` (PEM, e.g. the `ca.crt` of
 //! `cargo run --example gen_cert`) or, without `--ca`, to the Mozilla roots (webpki-roots).
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +25,8 @@ use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, RootCertStore};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -150,9 +150,10 @@ fn tls_config(ca: Option<&Path>) -> Result<ClientConfig, Error> {
 }
 
 fn load_roots(path: &Path) -> Result<RootCertStore, Error> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut roots = RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
+    for cert in certs {
         roots.add(cert?)?;
     }
     if roots.is_empty() {

@@ -21,6 +21,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use crate::journal::CallbackRecord;
 use crate::retry::Outcome;
@@ -278,7 +280,7 @@ fn root_store(extra_ca: Option<&Path>) -> Result<rustls::RootCertStore, ClientEr
             path: shown.clone(),
             source,
         })?;
-        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
             .filter_map(Result::ok)
             .collect();
         let (added, _) = roots.add_parsable_certificates(certs);

@@ -19,7 +19,7 @@ use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use hyper::body::Body;
 use tracing::{debug, error};
 
 use crate::access::{self, IpNet};
@@ -41,6 +41,9 @@ pub struct Ingest {
     /// Peers whose `Forwarded`/`X-Forwarded-For` name the real client.
     pub trusted_proxies: Vec<IpNet>,
 }
+
+/// The error type of a request body, as `http-body-util` boxes it.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The relay's answer to the caller.
 pub type Reply = Response<Full<Bytes>>;
@@ -68,8 +71,14 @@ impl Refusal {
 }
 
 impl Ingest {
-    /// Handles one request from `peer`.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Reply {
+    /// Handles one request from `peer`. The listener passes hyper's
+    /// incoming body; any body type will do (the fuzz target passes whole
+    /// bodies it made up).
+    pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Reply
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
         let Some((route, token)) = self.routes.lookup(req.uri().path()) else {
             return plain(StatusCode::NOT_FOUND, "no route for this path\n");
         };
@@ -213,7 +222,11 @@ impl Ingest {
     }
 
     /// Reads the whole body within `max_body` and `body_read_timeout`.
-    async fn read_body(&self, body: Incoming, max_body: u64) -> Result<Bytes, Refusal> {
+    async fn read_body<B>(&self, body: B, max_body: u64) -> Result<Bytes, Refusal>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
         let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
         let collect = Limited::new(body, limit).collect();
         match tokio::time::timeout(self.body_read_timeout, collect).await {

@@ -4,6 +4,9 @@
 mod support;
 
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use support::{
     Call, Client, FakeDestination, Reply, Script, TestCerts, Version, fixture, fixture_json,
     wait_until, wait_until_async,
@@ -275,16 +278,12 @@ async fn test_certs_write_usable_pem_files() {
         );
     }
     let pem = std::fs::read(certs.cert_path()).unwrap();
-    let chain: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice()).collect();
+    let chain: Vec<_> = CertificateDer::pem_slice_iter(&pem).collect();
     assert_eq!(chain.len(), 1);
     let key = std::fs::read(certs.key_path()).unwrap();
-    assert!(
-        rustls_pemfile::private_key(&mut key.as_slice())
-            .unwrap()
-            .is_some()
-    );
+    assert!(PrivateKeyDer::from_pem_slice(&key).is_ok());
     let ca = std::fs::read(certs.ca_path()).unwrap();
-    let ca: Vec<_> = rustls_pemfile::certs(&mut ca.as_slice())
+    let ca: Vec<_> = CertificateDer::pem_slice_iter(&ca)
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(ca[0], certs.ca_der());

@@ -4,6 +4,7 @@ use std::fs;
 use std::path::Path;
 
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
@@ -30,7 +31,7 @@ pub(super) fn load_certs(
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(what, path)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .filter_map(Result::ok)
         .collect();
     if certs.is_empty() {
@@ -44,13 +45,10 @@ pub(super) fn load_certs(
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read("key", path)?;
-    match rustls_pemfile::private_key(&mut pem.as_slice()) {
-        Ok(Some(key)) => Ok(key),
-        _ => Err(TlsError::Empty {
-            what: "key",
-            path: path.display().to_string(),
-        }),
-    }
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsError::Empty {
+        what: "key",
+        path: path.display().to_string(),
+    })
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
