@@ -210,20 +210,12 @@ pub fn forwarded_request(
         headers.append(name, value);
     }
 
-    let peer_ip = record
-        .peer
-        .parse::<std::net::SocketAddr>()
-        .map(|a| a.ip().to_string());
-    let peer_ip = peer_ip.unwrap_or_else(|_| record.peer.clone());
-    let forwarded_for = match headers.remove("x-forwarded-for") {
-        Some(earlier) => format!("{}, {peer_ip}", String::from_utf8_lossy(earlier.as_bytes())),
-        None => peer_ip,
-    };
+    let forwarded_for = forwarded_for(headers, record);
+    headers.insert("x-forwarded-for", forwarded_for);
     let proto = if record.tls { "https" } else { "http" };
     let relay_headers = [
         ("x-relay-id", record.id.to_string()),
         ("x-relay-attempt", attempt.to_string()),
-        ("x-forwarded-for", forwarded_for),
         ("x-forwarded-proto", proto.to_string()),
     ];
     for (name, value) in relay_headers {
@@ -235,6 +227,30 @@ pub fn forwarded_request(
     }
 
     request.body(Full::new(body)).map_err(|e| e.to_string())
+}
+
+/// The caller's `X-Forwarded-For` list with the caller's address appended.
+/// Every incoming `X-Forwarded-For` line counts, in order; a list that is not
+/// visible ASCII is dropped rather than sent on mangled.
+fn forwarded_for(headers: &http::HeaderMap, record: &CallbackRecord) -> HeaderValue {
+    let peer_ip = match record.peer.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip().to_string(),
+        Err(_) => record.peer.clone(),
+    };
+    let earlier: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|value| value.to_str().unwrap_or(""))
+        .filter(|value| !value.trim().is_empty())
+        .collect();
+    let mut list = earlier.join(", ");
+    if !list.is_empty() {
+        list.push_str(", ");
+    }
+    list.push_str(&peer_ip);
+    HeaderValue::from_str(&list)
+        .or_else(|_| HeaderValue::from_str(&peer_ip))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Header names listed in the caller's `Connection` header: hop-by-hop too.
@@ -289,4 +305,74 @@ fn root_store(extra_ca: Option<&Path>) -> Result<rustls::RootCertStore, ClientEr
         }
     }
     Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::CallbackId;
+
+    fn record(headers: &[(&str, &[u8])], peer: &str) -> CallbackRecord {
+        CallbackRecord {
+            id: CallbackId(1),
+            route: "wav".into(),
+            received_at_ms: 0,
+            method: "POST".into(),
+            path_and_query: "/callbacks/wav".into(),
+            headers: headers
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_vec()))
+                .collect(),
+            peer: peer.into(),
+            tls: true,
+            task_id: None,
+        }
+    }
+
+    fn forwarded(record: &CallbackRecord) -> Request<Full<Bytes>> {
+        forwarded_request(
+            "http://127.0.0.1:3000/hooks",
+            record,
+            Bytes::new(),
+            1,
+            false,
+        )
+        .expect("a valid request")
+    }
+
+    #[test]
+    fn every_forwarded_for_line_is_kept_and_the_peer_appended() {
+        let record = record(
+            &[
+                ("x-forwarded-for", b"203.0.113.7"),
+                ("content-type", b"application/json"),
+                ("X-Forwarded-For", b"198.51.100.2, 10.0.0.1"),
+            ],
+            "127.0.0.1:5000",
+        );
+        let request = forwarded(&record);
+        let values: Vec<_> = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .collect();
+        assert_eq!(values, ["203.0.113.7, 198.51.100.2, 10.0.0.1, 127.0.0.1"]);
+        assert_eq!(request.headers()["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn a_forwarded_for_line_that_is_not_text_is_dropped() {
+        let record = record(
+            &[
+                ("x-forwarded-for", b"\xff\xfe"),
+                ("x-forwarded-for", b"203.0.113.7"),
+            ],
+            "[2001:db8::1]:443",
+        );
+        let request = forwarded(&record);
+        assert_eq!(
+            request.headers()["x-forwarded-for"],
+            "203.0.113.7, 2001:db8::1"
+        );
+    }
 }
