@@ -119,6 +119,10 @@ fn check(path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    if let Err(err) = callback_relay::relay::preflight(&config) {
+        eprintln!("callback-relay: {}: {err}", path.display());
+        return ExitCode::from(2);
+    }
     let tls = if config.server.tls.is_some() {
         "https"
     } else {
@@ -148,6 +152,10 @@ fn serve(path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    if let Err(err) = callback_relay::relay::preflight(&config) {
+        eprintln!("callback-relay: {}: {err}", path.display());
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -167,7 +175,7 @@ fn serve(path: &Path) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        if config.server.tls.is_none() && !listen.ip().is_loopback() {
+        if config.server.tls.is_none() && !listen.ip().to_canonical().is_loopback() {
             warn!(addr = %listen, "public listener has no TLS and is not on loopback; \
                 callbacks cross the network in clear text");
         }
@@ -175,7 +183,7 @@ fn serve(path: &Path) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 error!(error = %err, "relay failed");
-                ExitCode::from(1)
+                ExitCode::from(if err.is_config() { 2 } else { 1 })
             }
         }
     })

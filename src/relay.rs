@@ -16,7 +16,7 @@ use tracing::info;
 
 use crate::admin::{self, Admin};
 use crate::config::Config;
-use crate::delivery::ClientError;
+use crate::delivery::{ClientError, Sender};
 use crate::dispatcher::Dispatcher;
 use crate::ingest::Ingest;
 use crate::journal::{Journal, JournalError};
@@ -39,6 +39,33 @@ pub enum RelayError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// Loads every file the configuration names but does not read itself: the
+/// listener's certificates, keys and client CA, and each extra CA trusted for
+/// destinations. `check` runs it, and `serve` before it binds anything, so a
+/// missing or broken file is reported as a configuration error.
+pub fn preflight(config: &Config) -> Result<(), RelayError> {
+    if let Some(tls) = &config.server.tls {
+        ServerTls::load(tls)?;
+    }
+    let own = config
+        .routes
+        .values()
+        .flat_map(|route| route.destinations.iter())
+        .filter_map(|dest| dest.ca.as_deref());
+    for ca in config.delivery.ca.as_deref().into_iter().chain(own) {
+        Sender::new(Some(ca), config.delivery.connect_timeout)?;
+    }
+    Ok(())
+}
+
+impl RelayError {
+    /// Whether the error is the configuration's fault (a file it names is
+    /// missing or unusable) rather than the machine's.
+    pub fn is_config(&self) -> bool {
+        matches!(self, RelayError::Tls(_) | RelayError::Client(_))
+    }
 }
 
 /// Runs a relay on `public` until `shutdown` resolves, then drains: stops
