@@ -35,6 +35,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, debug_span, error, warn};
 
@@ -107,6 +108,7 @@ pub async fn serve(
     let builder = http_builder(limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stopping, stop) = watch::channel(false);
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -138,14 +140,17 @@ pub async fn serve(
             _slot: slot,
         };
         let span = debug_span!("connection", client.addr = %peer);
+        // Finished connections are reaped as new ones come, so the set holds
+        // about as many tasks as there are open connections.
+        while connections.try_join_next().is_some() {}
         match &tls {
             Some(tls) => {
                 // Taken per connection, so a reload serves the next one.
                 let acceptor = tls.acceptor();
-                tokio::spawn(connection.serve_tls(acceptor, stream).instrument(span));
+                connections.spawn(connection.serve_tls(acceptor, stream).instrument(span));
             }
             None => {
-                tokio::spawn(connection.serve_http(stream, false).instrument(span));
+                connections.spawn(connection.serve_http(stream, false).instrument(span));
             }
         }
     }
@@ -161,9 +166,12 @@ pub async fn serve(
     {
         warn!(
             ?drain,
+            open = connections.len(),
             "connections still open after the drain timeout; closing them"
         );
     }
+    // Requests cut here were never answered, so their callers send them again.
+    connections.shutdown().await;
 }
 
 fn http_builder(limits: ConnectionLimits) -> auto::Builder<TokioExecutor> {

@@ -112,7 +112,15 @@ pub async fn run_with_admin(
         .map(|a| a.to_string())
         .unwrap_or_default();
     let grace = config.server.shutdown_timeout;
-    let (stopping, admin_task) = start_admin(&config, admin, &journal, &dispatcher, addr.clone())?;
+    let (draining, drained) = watch::channel(false);
+    let (stopping, admin_task) = start_admin(
+        &config,
+        admin,
+        &journal,
+        &dispatcher,
+        addr.clone(),
+        drained.clone(),
+    )?;
     if let Some(tls) = &tls {
         let mut stop = stopping.subscribe();
         let stopped = async move {
@@ -123,10 +131,24 @@ pub async fn run_with_admin(
     let journal_path = journal.path().display();
     info!(addr = %addr, tls = tls.is_some(), journal = %journal_path, "relay listening");
 
-    listener::serve(public, tls, ingest, limits, shutdown, grace).await;
-    info!("stopped accepting; finishing attempts in flight");
+    // Both sides start stopping at once, each bounded by `grace`: the listener
+    // answers the requests it is reading while the dispatcher starts no new
+    // attempt and waits for those in flight.
+    let shutdown = async move {
+        shutdown.await;
+        let _ = draining.send(true);
+        info!("stopped accepting; finishing requests and attempts in flight");
+    };
+    let stop_dispatcher = async {
+        let mut drained = drained;
+        let _ = drained.wait_for(|draining| *draining).await;
+        dispatcher.shutdown(grace).await;
+    };
+    tokio::join!(
+        listener::serve(public, tls, ingest, limits, shutdown, grace),
+        stop_dispatcher
+    );
     let _ = stopping.send(true);
-    dispatcher.shutdown(grace).await;
     let _ = admin_task.await;
     journal.close();
     info!("relay stopped");
@@ -140,6 +162,7 @@ fn start_admin(
     journal: &Arc<Journal>,
     dispatcher: &Arc<Dispatcher>,
     public_addr: String,
+    draining: watch::Receiver<bool>,
 ) -> Result<(watch::Sender<bool>, tokio::task::JoinHandle<()>), RelayError> {
     let (stopping, stopped) = watch::channel(false);
     let replayer = Replayer::new(config, Arc::clone(journal), Some(Arc::clone(dispatcher)))?;
@@ -150,6 +173,7 @@ fn start_admin(
         token: config.admin.token.clone(),
         redactor: crate::redact::redactor_for(config),
         public_addr,
+        draining,
         stopping: stopped.clone(),
     });
     let addr = listener

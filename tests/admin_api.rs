@@ -77,6 +77,13 @@ async fn a_wrong_token_gets_401_and_the_right_one_gets_in() {
     let right = [("authorization", "Bearer s3cret-token")];
     let listed = client.request(Method::GET, &url, "", &right).await;
     assert_eq!(listed.status.as_u16(), 200, "{}", listed.text());
+    let lower_case = [("authorization", "bearer s3cret-token")];
+    let listed_too = client.request(Method::GET, &url, "", &lower_case).await;
+    assert_eq!(
+        listed_too.status.as_u16(),
+        200,
+        "the scheme name is case-insensitive"
+    );
     assert_eq!(listed.json()["callbacks"], serde_json::json!([]));
 
     // The commands send the config's token.

@@ -88,6 +88,7 @@ impl InProcessAdmin {
             token: config.admin.token.clone(),
             redactor: redactor_for(config),
             public_addr: "127.0.0.1:9".into(),
+            draining: stopped.clone(),
             stopping: stopped,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");

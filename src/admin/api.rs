@@ -195,6 +195,7 @@ async fn readyz(admin: &Admin) -> Response<Body> {
         journal: String,
         dispatcher: &'static str,
         public_listener: String,
+        accepting: bool,
     }
     let flush = tokio::time::timeout(Duration::from_secs(2), admin.journal.durable()).await;
     let journal = match flush {
@@ -203,7 +204,8 @@ async fn readyz(admin: &Admin) -> Response<Body> {
         Err(_) => "flush took longer than 2s".to_string(),
     };
     let running = admin.dispatcher.running();
-    let ready = journal == "ok" && running;
+    let accepting = !*admin.draining.borrow();
+    let ready = journal == "ok" && running && accepting;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -214,6 +216,7 @@ async fn readyz(admin: &Admin) -> Response<Body> {
         journal,
         dispatcher: if running { "running" } else { "stopped" },
         public_listener: admin.public_addr.clone(),
+        accepting,
     };
     json(status, &answer)
 }

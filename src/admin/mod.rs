@@ -62,6 +62,8 @@ pub struct Admin {
     pub redactor: Redactor,
     /// The public listener's address, reported by `/readyz`.
     pub public_addr: String,
+    /// Turns true when the public listener stops accepting (`/readyz`).
+    pub draining: watch::Receiver<bool>,
     /// Turns true when the relay shuts down, ending event streams.
     pub stopping: watch::Receiver<bool>,
 }
@@ -76,8 +78,9 @@ impl Admin {
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim_start());
         // Only the length can leak: the bytes are compared in constant time.
         bool::from(given.as_bytes().ct_eq(token.as_bytes()))
     }

@@ -132,6 +132,22 @@ impl RelayProcess {
         self.child.wait().expect("reap the relay");
     }
 
+    /// Waits up to `timeout` for the relay to exit by itself, and returns how.
+    /// Panics if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the relay") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "relay still running after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops the relay with SIGTERM and waits for it to exit.
     pub fn stop(mut self) {
         self.terminate();
