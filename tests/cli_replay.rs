@@ -226,6 +226,24 @@ async fn commands_open_the_journal_when_the_relay_is_stopped() {
     let dry = cli_async(args("replay", &config, &["--route", "wav", "--dry-run"])).await;
     assert!(stdout(&dry).contains("would queue deliveries") && dest.count() == 2);
 
+    // A paced bulk send to a local target ends with a summary.
+    let started = std::time::Instant::now();
+    let bulk = ["--route", "wav", "--to", &to, "--yes", "--rate", "4/s"];
+    let bulk = cli_async(args("replay", &config, &bulk)).await;
+    assert!(bulk.status.success(), "bulk replay: {}", stderr(&bulk));
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "two sends at 4/s are a quarter second apart"
+    );
+    assert!(
+        stderr(&bulk).contains("replayed 2: 2 succeeded, 0 failed"),
+        "{}",
+        stderr(&bulk)
+    );
+    let got = target.wait_for(3, WAIT).await;
+    let ids: std::collections::BTreeSet<_> = got[1..].iter().map(|r| r.relay_id()).collect();
+    assert_eq!(ids, [Some(first.as_str()), Some(second.as_str())].into());
+
     // Queued while stopped, sent by the next serve.
     let queued = cli_async(args("replay", &config, &[&second])).await;
     assert!(queued.status.success(), "replay: {}", stderr(&queued));

@@ -88,7 +88,13 @@ pub async fn run(args: ReplayArgs) -> Result<ExitCode, CliError> {
             failed,
             ..
         } = summary;
-        eprintln!("replayed {sent}: {succeeded} succeeded, {failed} failed");
+        // Without --to, success means queued: delivery comes later.
+        let done = if args.to.is_some() {
+            "succeeded"
+        } else {
+            "queued"
+        };
+        eprintln!("replayed {sent}: {succeeded} {done}, {failed} failed");
     }
     if !backend.is_remote() && args.to.is_none() && summary.succeeded > 0 {
         eprintln!("no relay is running: the queued deliveries go out when one next runs");
