@@ -207,3 +207,19 @@ async fn sighup_reloads_and_a_broken_file_keeps_the_previous_certificate() {
     assert_eq!(response.status, 200, "ack: {}", response.text());
     relay.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_speaking_only_tls_1_2_or_only_tls_1_3_are_both_served() {
+    let certs = TestCerts::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, dest) = relay_config(&dir.path().join("journal"), &certs).await;
+    let relay = RelayProcess::start(&config.write(dir.path()));
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let client = certs.client_config_with_versions(&[version]);
+        let mut connection = TlsConnection::open(relay.public, Some("localhost"), client)
+            .await
+            .unwrap_or_else(|err| panic!("{version:?}: {err}"));
+        assert_acks(&mut connection).await;
+    }
+    assert_eq!(dest.wait_for(2, WAIT).await.len(), 2);
+}

@@ -122,6 +122,22 @@ impl TestCerts {
         config
     }
 
+    /// A client config trusting only the test CA that offers only `versions` of TLS.
+    pub fn client_config_with_versions(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> ClientConfig {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(self.ca_der())
+            .expect("test CA is a valid trust anchor");
+        ClientConfig::builder_with_provider(ring_provider())
+            .with_protocol_versions(versions)
+            .expect("ring supports TLS 1.2 and 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+    }
+
     /// A server config (ring provider) presenting the leaf, with ALPN `h2` and `http/1.1`.
     pub fn server_config(&self) -> ServerConfig {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()));
