@@ -307,10 +307,8 @@ fuzz_target!(|data: &[u8]| {
         .routes
         .lookup(input.uri.path())
         .map(|(route, _)| Arc::clone(route));
-    if input.sign {
-        if let Some(route) = &route {
-            sign(route, &mut input);
-        }
+    if let (true, Some(route)) = (input.sign, &route) {
+        sign(route, &mut input);
     }
 
     let mut request = Request::new(Full::new(input.body.clone()));
