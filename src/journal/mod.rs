@@ -6,8 +6,7 @@
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `c` id | [`CallbackRecord`] |
-//! | `b` id | the body, raw |
+//! | `c` id | [`CallbackRecord`], then the body (a `u32` length and the bytes) |
 //! | `d` id seq | [`Delivery`] |
 //! | `a` id seq attempt | [`Attempt`] |
 //! | `q` lane due id seq | nothing: the queue of pending deliveries, per destination, by due time |
@@ -210,8 +209,7 @@ impl Journal {
         let id = record.id;
         let mut writes = Writes::default();
         let mut queue = Vec::with_capacity(destinations.len());
-        writes.insert(key(b'c', id, &[]), record.encode());
-        writes.insert(key(b'b', id, &[]), body);
+        writes.insert(key(b'c', id, &[]), record.encode_with_body(body));
         for (seq, url) in destinations.iter().enumerate() {
             let seq = u32::try_from(seq).expect("a route has far fewer than 2^32 destinations");
             let delivery = Delivery {
@@ -293,13 +291,13 @@ impl Journal {
         let Some(delivery) = self.tree.get(key(b'd', id, &seq.to_be_bytes()))? else {
             return Ok(None);
         };
-        let Some(record) = self.tree.get(key(b'c', id, &[]))? else {
+        let Some(value) = self.tree.get(key(b'c', id, &[]))? else {
             return Ok(None);
         };
-        let body = self.tree.get(key(b'b', id, &[]))?.unwrap_or_default();
+        let (record, body) = CallbackRecord::decode_with_body(&value)?;
         Ok(Some((
-            CallbackRecord::decode(&record)?,
-            Bytes::copy_from_slice(&body),
+            record,
+            Bytes::copy_from_slice(body),
             Delivery::decode(&delivery)?,
         )))
     }

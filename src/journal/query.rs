@@ -216,8 +216,11 @@ impl Journal {
 
     /// A callback's body, empty when it has none.
     pub fn body(&self, id: CallbackId) -> Result<Bytes, JournalError> {
-        let body = self.tree.get(key(b'b', id, &[]))?.unwrap_or_default();
-        Ok(Bytes::copy_from_slice(&body))
+        let Some(value) = self.tree.get(key(b'c', id, &[]))? else {
+            return Ok(Bytes::new());
+        };
+        let (_, body) = CallbackRecord::decode_with_body(&value)?;
+        Ok(Bytes::copy_from_slice(body))
     }
 
     /// The callback a person means by `text`: a whole id or a prefix of one

@@ -82,8 +82,34 @@ impl CallbackRecord {
         enc.finish()
     }
 
+    /// The record with its body after it, as one value: one journal write
+    /// for both, and one read when an attempt needs them together.
+    pub(crate) fn encode_with_body(&self, body: &[u8]) -> Vec<u8> {
+        let mut value = self.encode();
+        value.reserve(4 + body.len());
+        let len = u32::try_from(body.len()).expect("bodies are capped far below 4 GiB");
+        value.extend_from_slice(&len.to_be_bytes());
+        value.extend_from_slice(body);
+        value
+    }
+
+    /// The record and the body stored after it (empty when none is).
+    pub(crate) fn decode_with_body(bytes: &[u8]) -> Result<(CallbackRecord, &[u8]), JournalError> {
+        let mut dec = Decoder::new(bytes, CALLBACK_V1, "callback record")?;
+        let record = CallbackRecord::decode_fields(&mut dec)?;
+        let body = match dec.is_empty() {
+            true => &[][..],
+            false => dec.bytes()?,
+        };
+        Ok((record, body))
+    }
+
     pub(crate) fn decode(bytes: &[u8]) -> Result<CallbackRecord, JournalError> {
         let mut dec = Decoder::new(bytes, CALLBACK_V1, "callback record")?;
+        CallbackRecord::decode_fields(&mut dec)
+    }
+
+    fn decode_fields(dec: &mut Decoder<'_>) -> Result<CallbackRecord, JournalError> {
         let id_bytes: [u8; 16] = dec
             .bytes()?
             .try_into()
@@ -232,5 +258,45 @@ impl Attempt {
             status: Some(dec.u16()?).filter(|s| *s != 0),
             error: dec.opt_string()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> CallbackRecord {
+        CallbackRecord {
+            id: CallbackId(42),
+            route: "wav".into(),
+            received_at_ms: 1_700_000_000_000,
+            method: "POST".into(),
+            path_and_query: "/callbacks/wav?x=1".into(),
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            peer: "127.0.0.1:5000".into(),
+            tls: true,
+            task_id: Some("988e1f7a2b3c4d5e6f708192a3b4c8d3".into()),
+        }
+    }
+
+    #[test]
+    fn a_record_and_its_body_read_back_as_written() {
+        for body in [&b""[..], b"{\"code\":200}", b"\xff\x00\xfe not text"] {
+            let value = record().encode_with_body(body);
+            let (read, read_body) = CallbackRecord::decode_with_body(&value).unwrap();
+            assert_eq!(read, record());
+            assert_eq!(read_body, body);
+            assert_eq!(CallbackRecord::decode(&value).unwrap(), record());
+        }
+    }
+
+    #[test]
+    fn a_body_cut_short_is_corrupt_not_a_shorter_body() {
+        let value = record().encode_with_body(b"0123456789");
+        let cut = &value[..value.len() - 3];
+        assert!(matches!(
+            CallbackRecord::decode_with_body(cut),
+            Err(JournalError::Corrupt(_))
+        ));
     }
 }

@@ -131,8 +131,7 @@ impl Journal {
             return Ok(false);
         }
         let mut writes = Writes::default();
-        writes.insert(key(b'c', record.id, &[]), record.encode());
-        writes.insert(key(b'b', record.id, &[]), body);
+        writes.insert(key(b'c', record.id, &[]), record.encode_with_body(body));
         if let Some(task) = &record.task_id {
             writes.insert(task_key(task, record.id), []);
         }
