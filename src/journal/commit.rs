@@ -40,6 +40,10 @@ struct State {
     /// Set once, when the journal closes: the thread then flushes what is
     /// left and stops.
     closing: bool,
+    /// Whether the thread waits on the condition variable for a writer. When
+    /// it does not (it is flushing, or pausing between flushes), it will look
+    /// at `waiting` anyway, and writers spare themselves the wake-up call.
+    idle: bool,
 }
 
 impl Committer {
@@ -61,11 +65,14 @@ impl Committer {
     /// Waits until everything written before this call is on disk.
     pub(crate) async fn durable(&self) -> FlushResult {
         let (tx, rx) = oneshot::channel();
-        {
+        let idle = {
             let mut state = lock(&self.shared.state);
             state.waiting.push(tx);
+            state.idle
+        };
+        if idle {
+            self.shared.wake.notify_one();
         }
-        self.shared.wake.notify_one();
         match rx.await {
             Ok(result) => result,
             // The committer dropped the sender without answering: it is gone.
@@ -98,7 +105,9 @@ fn run(db: &sled::Db, shared: &Shared, interval: Duration) {
         let (batch, closing) = {
             let mut state = lock(&shared.state);
             while state.waiting.is_empty() && !state.closing {
+                state.idle = true;
                 state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                state.idle = false;
             }
             (std::mem::take(&mut state.waiting), state.closing)
         };
