@@ -87,11 +87,6 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    /// Whether everything has been read.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.rest.is_empty()
-    }
-
     fn take(&mut self, n: usize) -> Result<&'a [u8], JournalError> {
         if self.rest.len() < n {
             return Err(JournalError::Corrupt(format!(

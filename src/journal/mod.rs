@@ -6,8 +6,8 @@
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `c` id | [`CallbackRecord`], then the body (a `u32` length and the bytes) |
-//! | `d` id seq | [`Delivery`] |
+//! | `c` id | [`CallbackRecord`], then the body, then the URL of each delivery it started with |
+//! | `d` id seq | [`Delivery`], once an attempt changed it (or a replay added it) |
 //! | `a` id seq attempt | [`Attempt`] |
 //! | `q` lane due id seq | nothing: the queue of pending deliveries, per destination, by due time |
 //! | `t` len task id | nothing: which callbacks carried a task id |
@@ -25,8 +25,8 @@
 //! with one flush per 64, on a 2-core machine). Nothing is acknowledged
 //! before all of its writes are flushed, so only a change in progress at a
 //! crash can be found half done, and each is written so that readers cope:
-//! a callback's queue entries go last, after its record and deliveries (an
-//! entry without its callback was never acknowledged and is dropped); an
+//! a callback's queue entries go last, after its record (an entry without
+//! its callback was never acknowledged and is dropped); an
 //! attempt's new queue entry goes in before the old one goes out (a stale
 //! entry, whose due time is not its delivery's, is dropped, and a lost
 //! delivery update only repeats an attempt that was in flight). Attempt
@@ -208,30 +208,16 @@ impl Journal {
     ) -> Result<(), JournalError> {
         let id = record.id;
         let mut writes = Writes::default();
-        let mut queue = Vec::with_capacity(destinations.len());
-        writes.insert(key(b'c', id, &[]), record.encode_with_body(body));
-        for (seq, url) in destinations.iter().enumerate() {
-            let seq = u32::try_from(seq).expect("a route has far fewer than 2^32 destinations");
-            let delivery = Delivery {
-                seq,
-                url: (*url).to_string(),
-                state: DeliveryState::Pending,
-                attempts: 0,
-                next_attempt_ms: record.received_at_ms,
-                last_status: None,
-                last_error: None,
-                replay: false,
-            };
-            writes.insert(key(b'd', id, &seq.to_be_bytes()), delivery.encode());
-            let lane = lane_of(url);
-            queue.push(queue_key(lane, record.received_at_ms, id, seq));
-        }
+        // The deliveries start inside the callback's own value: see the
+        // module's notes.
+        writes.insert(key(b'c', id, &[]), record.encode_stored(body, destinations));
         if let Some(task) = &record.task_id {
             writes.insert(task_key(task, id), []);
         }
         // Last, so that a queue entry always finds what it points to.
-        for entry in queue {
-            writes.insert(entry, []);
+        for (seq, url) in destinations.iter().enumerate() {
+            let seq = u32::try_from(seq).expect("a route has far fewer than 2^32 destinations");
+            writes.insert(queue_key(lane_of(url), record.received_at_ms, id, seq), []);
         }
 
         self.apply(writes)?;
@@ -288,17 +274,21 @@ impl Journal {
         id: CallbackId,
         seq: u32,
     ) -> Result<Option<(CallbackRecord, Bytes, Delivery)>, JournalError> {
-        let Some(delivery) = self.tree.get(key(b'd', id, &seq.to_be_bytes()))? else {
-            return Ok(None);
-        };
         let Some(value) = self.tree.get(key(b'c', id, &[]))? else {
             return Ok(None);
         };
-        let (record, body) = CallbackRecord::decode_with_body(&value)?;
+        let stored = CallbackRecord::decode_stored(&value)?;
+        let delivery = match self.tree.get(key(b'd', id, &seq.to_be_bytes()))? {
+            Some(delivery) => Delivery::decode(&delivery)?,
+            None => match stored.initial_delivery(seq) {
+                Some(delivery) => delivery,
+                None => return Ok(None),
+            },
+        };
         Ok(Some((
-            record,
-            Bytes::copy_from_slice(body),
-            Delivery::decode(&delivery)?,
+            stored.record,
+            Bytes::copy_from_slice(stored.body),
+            delivery,
         )))
     }
 
@@ -371,10 +361,27 @@ impl Journal {
 
     /// Every delivery of a callback, in order.
     pub fn deliveries(&self, id: CallbackId) -> Result<Vec<Delivery>, JournalError> {
-        self.tree
-            .scan_prefix(key(b'd', id, &[]))
-            .map(|item| Delivery::decode(&item?.1))
-            .collect()
+        let initial = match self.tree.get(key(b'c', id, &[]))? {
+            Some(value) => CallbackRecord::decode_stored(&value)?.initial_deliveries(),
+            None => Vec::new(),
+        };
+        self.deliveries_from(id, initial)
+    }
+
+    /// The deliveries a callback started with, each replaced by its own
+    /// entry once it has one, and the deliveries added since (replays).
+    pub(crate) fn deliveries_from(
+        &self,
+        id: CallbackId,
+        initial: Vec<Delivery>,
+    ) -> Result<Vec<Delivery>, JournalError> {
+        let mut by_seq: std::collections::BTreeMap<u32, Delivery> =
+            initial.into_iter().map(|d| (d.seq, d)).collect();
+        for item in self.tree.scan_prefix(key(b'd', id, &[])) {
+            let delivery = Delivery::decode(&item?.1)?;
+            by_seq.insert(delivery.seq, delivery);
+        }
+        Ok(by_seq.into_values().collect())
     }
 
     /// Every attempt of one delivery, in order.

@@ -219,8 +219,8 @@ impl Journal {
         let Some(value) = self.tree.get(key(b'c', id, &[]))? else {
             return Ok(Bytes::new());
         };
-        let (_, body) = CallbackRecord::decode_with_body(&value)?;
-        Ok(Bytes::copy_from_slice(body))
+        let stored = CallbackRecord::decode_stored(&value)?;
+        Ok(Bytes::copy_from_slice(stored.body))
     }
 
     /// The callback a person means by `text`: a whole id or a prefix of one
@@ -280,11 +280,12 @@ impl Journal {
 
     /// A callback's summary, when it exists.
     pub fn summary(&self, id: CallbackId) -> Result<Option<Summary>, JournalError> {
-        let Some(record) = self.record(id)? else {
+        let Some(value) = self.tree.get(key(b'c', id, &[]))? else {
             return Ok(None);
         };
-        let deliveries = self.deliveries(id)?;
-        Ok(Some(summarize(record, &deliveries)))
+        let stored = CallbackRecord::decode_stored(&value)?;
+        let deliveries = self.deliveries_from(id, stored.initial_deliveries())?;
+        Ok(Some(summarize(stored.record, &deliveries)))
     }
 
     /// Ids that may match `filter`, newest first: from the task index when a

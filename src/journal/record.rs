@@ -65,8 +65,7 @@ pub struct CallbackRecord {
 const CALLBACK_V1: u8 = 1;
 
 impl CallbackRecord {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut enc = Encoder::with_version(CALLBACK_V1);
+    fn encode_fields(&self, enc: &mut Encoder) {
         enc.bytes(&self.id.to_bytes())
             .str(&self.route)
             .u64(self.received_at_ms)
@@ -79,29 +78,39 @@ impl CallbackRecord {
         for (name, value) in &self.headers {
             enc.str(name).bytes(value);
         }
+    }
+
+    /// The record as the journal stores it at ingest: the record, its body,
+    /// and the URL of each delivery it starts with. One write for all of it,
+    /// and one read when an attempt needs them; a delivery gets an entry of
+    /// its own only once an attempt changes it.
+    pub(crate) fn encode_stored(&self, body: &[u8], destinations: &[&str]) -> Vec<u8> {
+        let mut enc = Encoder::with_version(CALLBACK_V1);
+        self.encode_fields(&mut enc);
+        enc.bytes(body).u32(
+            u32::try_from(destinations.len())
+                .expect("a route has far fewer than 2^32 destinations"),
+        );
+        for url in destinations {
+            enc.str(url);
+        }
         enc.finish()
     }
 
-    /// The record with its body after it, as one value: one journal write
-    /// for both, and one read when an attempt needs them together.
-    pub(crate) fn encode_with_body(&self, body: &[u8]) -> Vec<u8> {
-        let mut value = self.encode();
-        value.reserve(4 + body.len());
-        let len = u32::try_from(body.len()).expect("bodies are capped far below 4 GiB");
-        value.extend_from_slice(&len.to_be_bytes());
-        value.extend_from_slice(body);
-        value
-    }
-
-    /// The record and the body stored after it (empty when none is).
-    pub(crate) fn decode_with_body(bytes: &[u8]) -> Result<(CallbackRecord, &[u8]), JournalError> {
+    /// Reads what [`CallbackRecord::encode_stored`] wrote.
+    pub(crate) fn decode_stored(bytes: &[u8]) -> Result<Stored<'_>, JournalError> {
         let mut dec = Decoder::new(bytes, CALLBACK_V1, "callback record")?;
         let record = CallbackRecord::decode_fields(&mut dec)?;
-        let body = match dec.is_empty() {
-            true => &[][..],
-            false => dec.bytes()?,
-        };
-        Ok((record, body))
+        let body = dec.bytes()?;
+        let mut destinations = Vec::new();
+        for _ in 0..dec.u32()? {
+            destinations.push(dec.string()?);
+        }
+        Ok(Stored {
+            record,
+            body,
+            destinations,
+        })
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<CallbackRecord, JournalError> {
@@ -130,6 +139,40 @@ impl CallbackRecord {
             record.headers.push((dec.string()?, dec.bytes()?.to_vec()));
         }
         Ok(record)
+    }
+}
+
+/// A callback as stored: the record, its body and the destinations its
+/// deliveries started with.
+pub(crate) struct Stored<'a> {
+    pub(crate) record: CallbackRecord,
+    pub(crate) body: &'a [u8],
+    pub(crate) destinations: Vec<String>,
+}
+
+impl Stored<'_> {
+    /// The deliveries as they stood when the callback was accepted: pending,
+    /// due at once, no attempt yet.
+    pub(crate) fn initial_deliveries(&self) -> Vec<Delivery> {
+        (0..self.destinations.len())
+            .filter_map(|seq| self.initial_delivery(u32::try_from(seq).ok()?))
+            .collect()
+    }
+
+    /// Delivery `seq` as it stood when the callback was accepted, if the
+    /// callback started with one.
+    pub(crate) fn initial_delivery(&self, seq: u32) -> Option<Delivery> {
+        let url = self.destinations.get(usize::try_from(seq).ok()?)?;
+        Some(Delivery {
+            seq,
+            url: url.clone(),
+            state: DeliveryState::Pending,
+            attempts: 0,
+            next_attempt_ms: self.record.received_at_ms,
+            last_status: None,
+            last_error: None,
+            replay: false,
+        })
     }
 }
 
@@ -280,22 +323,31 @@ mod tests {
     }
 
     #[test]
-    fn a_record_and_its_body_read_back_as_written() {
+    fn a_stored_record_reads_back_with_its_body_and_deliveries() {
+        let urls = ["http://127.0.0.1:3000/a", "https://b.internal/hooks"];
         for body in [&b""[..], b"{\"code\":200}", b"\xff\x00\xfe not text"] {
-            let value = record().encode_with_body(body);
-            let (read, read_body) = CallbackRecord::decode_with_body(&value).unwrap();
-            assert_eq!(read, record());
-            assert_eq!(read_body, body);
+            let value = record().encode_stored(body, &urls);
+            let stored = CallbackRecord::decode_stored(&value).unwrap();
+            assert_eq!(stored.record, record());
+            assert_eq!(stored.body, body);
+            assert_eq!(stored.destinations, urls);
+            let initial = stored.initial_deliveries();
+            assert_eq!(initial.len(), 2);
+            assert_eq!(initial[1].seq, 1);
+            assert_eq!(initial[1].url, urls[1]);
+            assert_eq!(initial[1].state, DeliveryState::Pending);
+            assert_eq!(initial[1].next_attempt_ms, record().received_at_ms);
+            assert!(stored.initial_delivery(2).is_none());
             assert_eq!(CallbackRecord::decode(&value).unwrap(), record());
         }
     }
 
     #[test]
     fn a_body_cut_short_is_corrupt_not_a_shorter_body() {
-        let value = record().encode_with_body(b"0123456789");
-        let cut = &value[..value.len() - 3];
+        let value = record().encode_stored(b"0123456789", &[]);
+        let cut = &value[..value.len() - 7];
         assert!(matches!(
-            CallbackRecord::decode_with_body(cut),
+            CallbackRecord::decode_stored(cut),
             Err(JournalError::Corrupt(_))
         ));
     }

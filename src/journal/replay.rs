@@ -131,7 +131,8 @@ impl Journal {
             return Ok(false);
         }
         let mut writes = Writes::default();
-        writes.insert(key(b'c', record.id, &[]), record.encode_with_body(body));
+        // Deliveries an import queues are replays, each with its own entry.
+        writes.insert(key(b'c', record.id, &[]), record.encode_stored(body, &[]));
         if let Some(task) = &record.task_id {
             writes.insert(task_key(task, record.id), []);
         }
