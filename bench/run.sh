@@ -6,7 +6,8 @@
 #   BENCH_SECONDS=60 bash bench/run.sh
 #
 # Knobs (environment): BENCH_SECONDS (20), WARMUP_SECONDS (3), CONNECTIONS (64),
-# MEM_CALLBACKS (100000), DRAIN_TIMEOUT (120, seconds), OHA (path to oha).
+# MEM_CALLBACKS (100000), DRAIN_TIMEOUT (120, seconds), STEADY_RATE (half the flat-out ack
+# rate), OHA (path to oha).
 #
 # It only ever talks to 127.0.0.1. Every process it starts is stopped on exit.
 

@@ -148,7 +148,7 @@ pub struct JournalConfig {
     pub rejected_keep: usize,
     /// Body bytes kept of each rejected request (default 4 KiB, at least 1).
     pub rejected_body_cap: u64,
-    /// Shortest time between two flushes of the journal (default 2ms): longer
+    /// Shortest time between two flushes of the journal (default 1ms): longer
     /// puts more callbacks in each flush, for less CPU and more ack latency.
     pub commit_interval: Duration,
 }
@@ -1599,7 +1599,7 @@ destinations = ["http://127.0.0.1:3000/hooks/wav"]
         assert_eq!(config.journal.cache_capacity, 24 * 1024 * 1024);
         assert_eq!(config.journal.rejected_keep, 1000);
         assert_eq!(config.journal.rejected_body_cap, 4096);
-        assert_eq!(config.journal.commit_interval, Duration::from_millis(2));
+        assert_eq!(config.journal.commit_interval, Duration::from_millis(1));
         let retry = RetryConfig {
             initial_backoff: secs(1),
             max_backoff: secs(600),

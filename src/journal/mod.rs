@@ -118,7 +118,7 @@ pub struct Journal {
 }
 
 /// The shortest time between two flushes, unless configured.
-pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(2);
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(1);
 
 const QUEUE_KEY_LEN: usize = 1 + 8 + 8 + 16 + 4;
 
