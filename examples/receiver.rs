@@ -134,13 +134,13 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) {
     let quiet = state.args.quiet;
     let service = service_fn(move |request| handle(request, state.clone()));
     let builder = auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder
+    let served = builder
         .serve_connection(TokioIo::new(stream), service)
-        .await
+        .await;
+    if let Err(e) = served
+        && !quiet
     {
-        if !quiet {
-            eprintln!("connection error: {e}");
-        }
+        eprintln!("connection error: {e}");
     }
 }
 

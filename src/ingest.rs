@@ -258,16 +258,16 @@ fn admit(route: &Route, parts: &Parts, client: IpAddr) -> Result<(), Refusal> {
             detail,
         ));
     }
-    if let Some(limiter) = &route.rate_limiter {
-        if let Err(wait) = limiter.check(client, Instant::now()) {
-            let mut refusal = Refusal::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("client address {client} is over the route's rate limit"),
-            );
-            refusal.retry_after = Some(rate_limit::retry_after_secs(wait));
-            return Err(refusal);
-        }
+    if let Some(limiter) = &route.rate_limiter
+        && let Err(wait) = limiter.check(client, Instant::now())
+    {
+        let mut refusal = Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("client address {client} is over the route's rate limit"),
+        );
+        refusal.retry_after = Some(rate_limit::retry_after_secs(wait));
+        return Err(refusal);
     }
     if declared_length(parts).is_some_and(|len| len > route.max_body) {
         return Err(too_large(route.max_body));

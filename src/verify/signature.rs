@@ -154,7 +154,7 @@ fn read_signature(hmac: &HmacConfig, request: &Presented<'_>) -> Result<Vec<u8>,
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     bytes
