@@ -149,10 +149,10 @@ async fn read_answer(reader: &mut (impl AsyncRead + Unpin)) -> Answer {
     let mut chunk = vec![0u8; 16 * 1024];
     let read = async {
         loop {
-            if let Some((end, Some(length))) = head_of(&buf) {
-                if buf.len() >= end + length {
-                    return "complete".to_owned();
-                }
+            if let Some((end, Some(length))) = head_of(&buf)
+                && buf.len() >= end + length
+            {
+                return "complete".to_owned();
             }
             match reader.read(&mut chunk).await {
                 Ok(0) => return "EOF".to_owned(),
