@@ -33,6 +33,8 @@
 //! - [`cli`]: the inspection commands (list, show, replay, tail, export,
 //!   import), through the admin API or straight from the journal.
 //! - [`clock`]: times as people read and write them.
+//! - [`percent`]: `%XX` decoding of URL parts, strict for secrets and lossy
+//!   for what people read.
 
 pub mod access;
 pub mod admin;
@@ -48,6 +50,7 @@ pub mod inspect;
 pub mod journal;
 pub mod listener;
 pub mod metrics;
+pub mod percent;
 pub mod rate_limit;
 pub mod redact;
 pub mod relay;

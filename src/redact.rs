@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use crate::config::Config;
+use crate::percent;
 
 /// What a hidden value is shown as.
 pub const REDACTED: &str = "<redacted>";
@@ -209,41 +210,17 @@ fn hide_params(query: &str, names: &[String]) -> String {
     let pairs: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if names.iter().any(|n| n.eq_ignore_ascii_case(&decode(name))) => {
+            Some((name, _))
+                if names
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(&percent::decode_lossy(name, true))) =>
+            {
                 format!("{name}={REDACTED}")
             }
             _ => pair.to_string(),
         })
         .collect();
     pairs.join("&")
-}
-
-/// Decodes `+` and `%XX` escapes; a malformed escape is kept as written.
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

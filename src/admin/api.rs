@@ -37,6 +37,7 @@ use super::{Admin, Body, BoxError, sse};
 use crate::export::{self, ImportError};
 use crate::inspect::{self, BadFilter, FilterParams};
 use crate::journal::{CallbackId, JournalError, LookupError};
+use crate::percent;
 use crate::redact::Redactor;
 use crate::replay::{
     BulkReplayRequest, BulkReplayResult, ReplayError, ReplayRequest, ReplayResult, ReplaySummary,
@@ -147,7 +148,7 @@ pub(super) async fn route(admin: &Arc<Admin>, req: Request<Incoming>) -> Respons
         .path()
         .trim_matches('/')
         .split('/')
-        .map(percent_decode)
+        .map(|segment| percent::decode_lossy(segment, false))
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().clone();
@@ -497,34 +498,11 @@ fn parse_query(query: &str) -> HashMap<String, String> {
         .map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             (
-                percent_decode(&key.replace('+', " ")),
-                percent_decode(&value.replace('+', " ")),
+                percent::decode_lossy(key, true),
+                percent::decode_lossy(value, true),
             )
         })
         .collect()
-}
-
-/// Decodes `%XX` escapes; a malformed escape is kept as written.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ pub(super) fn check_token(
         }
     };
 
-    let token = percent_decode(encoded).ok_or_else(|| Rejection::Malformed {
+    let token = crate::percent::decode_strict(encoded).ok_or_else(|| Rejection::Malformed {
         location: location.clone(),
         problem: "has an invalid percent escape",
     })?;
@@ -95,37 +95,6 @@ fn query_value<'q>(
         });
     }
     Ok(value)
-}
-
-/// Decodes `%XX` escapes as RFC 3986 does; `+` stays a plus sign, since a
-/// provider sends the callback URL exactly as it was configured. `None` for
-/// a `%` not followed by two hex digits.
-pub(super) fn percent_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while at < bytes.len() {
-        if bytes[at] == b'%' {
-            let high = hex_digit(*bytes.get(at + 1)?)?;
-            let low = hex_digit(*bytes.get(at + 2)?)?;
-            decoded.push(high << 4 | low);
-            at += 3;
-        } else {
-            decoded.push(bytes[at]);
-            at += 1;
-        }
-    }
-    Some(decoded)
-}
-
-/// The value of one hex digit, either case.
-pub(super) fn hex_digit(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
 }
 
 pub(super) fn check_header(

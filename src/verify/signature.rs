@@ -16,8 +16,8 @@ use http::HeaderName;
 use ring::hmac;
 
 use super::config::{STRIPE_SIGNATURE, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
-use super::secret::hex_digit;
 use super::{Algorithm, Encoding, HmacConfig, Presented, Rejection, single_text};
+use crate::percent::hex_digit;
 
 /// Standard base64 that takes a signature with or without its padding.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
