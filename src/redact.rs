@@ -150,16 +150,18 @@ pub fn redactor_for(config: &Config) -> Redactor {
             Some(RouteRedaction {
                 route: route.name.clone(),
                 headers: verify
+                    .scheme()
                     .secret_headers()
                     .iter()
                     .map(|h| h.to_string())
                     .collect(),
                 query_params: verify
+                    .scheme()
                     .secret_param()
                     .map(str::to_owned)
                     .into_iter()
                     .collect(),
-                path_template: verify.secret_in_path().then(|| route.path.clone()),
+                path_template: verify.scheme().secret_in_path().then(|| route.path.clone()),
             })
         })
         .collect();

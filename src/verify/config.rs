@@ -148,27 +148,6 @@ impl VerifyConfig {
         &self.scheme
     }
 
-    /// The scheme's name as written in the config, like `github`.
-    pub fn scheme_name(&self) -> &'static str {
-        self.scheme.name()
-    }
-
-    /// Names of the headers that carry a secret or a signature on this
-    /// route, lower case, so that they can be kept out of logs.
-    pub fn secret_headers(&self) -> Vec<&str> {
-        self.scheme.secret_headers()
-    }
-
-    /// The query parameter that carries the secret, if any.
-    pub fn secret_param(&self) -> Option<&str> {
-        self.scheme.secret_param()
-    }
-
-    /// Whether the route path's `{token}` segment carries the secret.
-    pub fn secret_in_path(&self) -> bool {
-        self.scheme == Scheme::Token(TokenSource::Path)
-    }
-
     /// The key material of each secret, in config order.
     pub(super) fn secrets(&self) -> &[Vec<u8>] {
         &self.secrets
@@ -219,6 +198,11 @@ impl Scheme {
             Scheme::Token(TokenSource::Query(param)) => Some(param),
             _ => None,
         }
+    }
+
+    /// Whether the route path's `{token}` segment carries the secret.
+    pub fn secret_in_path(&self) -> bool {
+        *self == Scheme::Token(TokenSource::Path)
     }
 
     /// The single-header HMAC this scheme amounts to, for the schemes that
@@ -1069,7 +1053,7 @@ secrets = ["s"]
 
     #[test]
     fn secret_carriers_are_listed_for_redaction() {
-        let headers = |table: &str| parse_ok(table).secret_headers().join(",");
+        let headers = |table: &str| parse_ok(table).scheme().secret_headers().join(",");
         assert_eq!(
             headers("scheme = \"github\"\nsecrets = [\"s\"]"),
             "x-hub-signature-256"
@@ -1095,11 +1079,17 @@ secrets = ["s"]
 
         let query = parse_ok("scheme = \"token\"\nparam = \"key\"\nsecrets = [\"s\"]");
         assert_eq!(
-            (query.secret_param(), query.secret_in_path()),
+            (
+                query.scheme().secret_param(),
+                query.scheme().secret_in_path()
+            ),
             (Some("key"), false)
         );
-        assert!(query.secret_headers().is_empty());
+        assert!(query.scheme().secret_headers().is_empty());
         let path = parse("scheme = \"token\"\nsecrets = [\"s\"]", TOKEN_PATH).expect("token");
-        assert_eq!((path.secret_param(), path.secret_in_path()), (None, true));
+        assert_eq!(
+            (path.scheme().secret_param(), path.scheme().secret_in_path()),
+            (None, true)
+        );
     }
 }

@@ -111,25 +111,9 @@ impl Verifier {
         }
     }
 
-    /// The scheme's name as written in the config, like `github`.
-    pub fn scheme_name(&self) -> &'static str {
-        self.scheme.name()
-    }
-
-    /// Names of the headers that carry a secret or a signature on this
-    /// route, lower case, so that they can be kept out of logs.
-    pub fn secret_headers(&self) -> Vec<&str> {
-        self.scheme.secret_headers()
-    }
-
-    /// The query parameter that carries the secret, if any.
-    pub fn secret_param(&self) -> Option<&str> {
-        self.scheme.secret_param()
-    }
-
-    /// Whether the route path's `{token}` segment carries the secret.
-    pub fn secret_in_path(&self) -> bool {
-        self.scheme == Scheme::Token(TokenSource::Path)
+    /// What a caller must present on this route.
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
     }
 }
 

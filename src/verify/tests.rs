@@ -139,7 +139,7 @@ fn token_in_the_query_is_accepted_under_every_secret() {
     assert_accepts(&verifier, &Request::new(WAV).query("token=s3cret"));
     assert_accepts(&verifier, &Request::new(WAV).query("token=n3w"));
     assert_accepts(&verifier, &Request::new(WAV).query("a=1&token=n3w&b"));
-    assert_eq!(verifier.secret_param(), Some("token"));
+    assert_eq!(verifier.scheme().secret_param(), Some("token"));
 }
 
 #[test]
@@ -197,7 +197,7 @@ fn token_in_the_query_rejects_wrong_missing_and_malformed_tokens() {
 fn token_in_the_path_is_checked() {
     let table = "scheme = \"token\"\nsecrets = [\"s3cret\", \"n3w\"]";
     let verifier = verifier_for(table, "/callbacks/wav/{token}");
-    assert!(verifier.secret_in_path());
+    assert!(verifier.scheme().secret_in_path());
     assert_accepts(&verifier, &Request::new(WAV).path_token("s3cret"));
     assert_accepts(&verifier, &Request::new(WAV).path_token("n3w"));
     assert_accepts(&verifier, &Request::new(WAV).path_token("s3cr%65t"));
@@ -226,7 +226,7 @@ fn header_equal_to_any_secret_is_accepted() {
     let verifier = verifier_for(HEADER, "/callbacks/wav");
     assert_accepts(&verifier, &Request::new(WAV).header("X-Relay-Token", "old"));
     assert_accepts(&verifier, &Request::new(WAV).header("x-relay-token", "new"));
-    assert_eq!(verifier.secret_headers(), ["x-relay-token"]);
+    assert_eq!(verifier.scheme().secret_headers(), ["x-relay-token"]);
 }
 
 #[test]
@@ -636,7 +636,7 @@ fn kie_accepts_a_signature_over_task_id_and_timestamp() {
     let verifier = kie("[\"previous-key\", \"kie-hmac-key\"]");
     assert_accepts(&verifier, &kie_request(WAV, WAV_TASK_ID, KIE_WAV));
     assert_accepts(&verifier, &kie_request(LYRICS, LYRICS_TASK_ID, KIE_LYRICS));
-    assert_eq!(verifier.secret_headers(), ["x-webhook-signature"]);
+    assert_eq!(verifier.scheme().secret_headers(), ["x-webhook-signature"]);
 }
 
 #[test]
