@@ -188,11 +188,14 @@ impl Journal {
 
     /// One callback with its body, deliveries, attempts and one-off sends.
     pub fn detail(&self, id: CallbackId) -> Result<Option<Detail>, JournalError> {
-        let Some(record) = self.record(id)? else {
+        // One read of the callback gives its record, body and first deliveries.
+        let Some(value) = self.tree.get(key(b'c', id, &[]))? else {
             return Ok(None);
         };
-        let deliveries = self.deliveries(id)?;
-        let summary = summarize(record, &deliveries);
+        let stored = CallbackRecord::decode_stored(&value)?;
+        let deliveries = self.deliveries_from(id, stored.initial_deliveries())?;
+        let body = Bytes::copy_from_slice(stored.body);
+        let summary = summarize(stored.record, &deliveries);
         let mut with_attempts = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             let attempts = self.attempts(id, delivery.seq)?;
@@ -200,7 +203,7 @@ impl Journal {
         }
         Ok(Some(Detail {
             summary,
-            body: self.body(id)?,
+            body,
             deliveries: with_attempts,
             sent: self.sent_replays(id)?,
         }))
