@@ -29,6 +29,9 @@ const MIB: u64 = 1024 * KIB;
 const GIB: u64 = 1024 * MIB;
 
 const DEFAULT_MAX_BODY: u64 = MIB;
+/// The largest `max_body` allowed: a body is held whole in memory and
+/// journaled as one value, so the limit must stay far below 4 GiB.
+const MAX_BODY_LIMIT: u64 = 1024 * MIB;
 const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 const DEFAULT_MAX_HEADERS: usize = 100;
 const DEFAULT_MAX_HEADER_SIZE: u64 = 16 * KIB;
@@ -677,7 +680,7 @@ impl RawServer {
         Ok(ServerConfig {
             listen: socket_addr("server.listen", &self.listen)?,
             tls: self.tls.map(|tls| tls.into_tls(base)).transpose()?,
-            max_body: size_or("server.max_body", self.max_body, DEFAULT_MAX_BODY)?,
+            max_body: max_body_or("server.max_body", self.max_body, DEFAULT_MAX_BODY)?,
             tls_handshake_timeout: timeout(
                 "tls_handshake_timeout",
                 self.tls_handshake_timeout,
@@ -1086,7 +1089,7 @@ impl RawRoute {
             destinations: destinations(&format!("{key}.destinations"), self.destinations, base)?,
             retry,
             task_id: task_id_pointers(&format!("{key}.task_id"), self.task_id)?,
-            max_body: size_or(&format!("{key}.max_body"), self.max_body, server.max_body)?,
+            max_body: max_body_or(&format!("{key}.max_body"), self.max_body, server.max_body)?,
             allow_ips: ip_nets(&format!("{key}.allow_ips"), self.allow_ips)?,
             rate_limit: match self.rate_limit {
                 Some(raw) => Some(raw.into_rate_limit(&format!("{key}.rate_limit"))?),
@@ -1329,6 +1332,18 @@ fn size_or(key: &str, raw: Option<RawSize>, default: u64) -> Result<u64, ConfigE
     };
     if bytes == 0 {
         return Err(invalid(key, "0 is too small (must be at least 1 byte)"));
+    }
+    Ok(bytes)
+}
+
+/// A `max_body`: a size of at most [`MAX_BODY_LIMIT`].
+fn max_body_or(key: &str, raw: Option<RawSize>, default: u64) -> Result<u64, ConfigError> {
+    let bytes = size_or(key, raw, default)?;
+    if bytes > MAX_BODY_LIMIT {
+        return Err(invalid(
+            key,
+            format!("{bytes} bytes is more than the 1GiB allowed"),
+        ));
     }
     Ok(bytes)
 }
@@ -2039,6 +2054,10 @@ destinations = ["http://${HOOK_HOST}/a", { url = "https://${HOOK_HOST}/b" }]
             &["server.max_body: invalid size \"1 MiB\": "],
         );
         assert_err(&config("max_body = 1.5", "", ""), &["max_body", "1.5"]);
+        assert_err(
+            &config("max_body = \"5GiB\"", "", ""),
+            &["server.max_body: 5368709120 bytes is more than the 1GiB allowed"],
+        );
         assert_err(
             &config("header_read_timeout = \"0s\"", "", ""),
             &["server.header_read_timeout: \"0s\" must be longer than zero"],
