@@ -152,10 +152,6 @@ fn serve(path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    if let Err(err) = callback_relay::relay::preflight(&config) {
-        eprintln!("callback-relay: {}: {err}", path.display());
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -43,8 +43,9 @@ pub enum RelayError {
 
 /// Loads every file the configuration names but does not read itself: the
 /// listener's certificates, keys and client CA, and each extra CA trusted for
-/// destinations. `check` runs it, and `serve` before it binds anything, so a
-/// missing or broken file is reported as a configuration error.
+/// destinations, as [`run`] will. `check` runs it, so that a missing or
+/// broken file is reported before any relay is started; `serve` finds the same
+/// errors when it starts (see [`RelayError::is_config`]).
 pub fn preflight(config: &Config) -> Result<(), RelayError> {
     if let Some(tls) = &config.server.tls {
         ServerTls::load(tls)?;
