@@ -3,26 +3,14 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use support::{
-    Client, FakeDestination, RelayProcess, Reply, Script, cli_async, fixture, stderr, stdout,
-    write_config,
+    Client, FakeDestination, RelayProcess, Reply, Script, cli_async, command_args, fixture, stderr,
+    stdout, write_config,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// `callback-relay <command> --config <config> <rest...>` as owned args.
-fn args(command: &str, config: &Path, rest: &[&str]) -> Vec<String> {
-    let mut all = vec![
-        command.to_string(),
-        "--config".into(),
-        config.display().to_string(),
-    ];
-    all.extend(rest.iter().map(|s| s.to_string()));
-    all
-}
 
 /// Posts `body` to the relay's wav route and returns the callback id it acknowledged.
 async fn post(relay: &RelayProcess, body: impl Into<bytes::Bytes>, content_type: &str) -> String {
@@ -58,14 +46,19 @@ async fn list_show_and_replay_through_retries_on_a_running_relay() {
     let id = post(&relay, fixture("wav-success"), "application/json").await;
     dest.wait_for(1, WAIT).await;
 
-    let listed = cli_async(args("list", &config, &["--admin", &admin, "--json"])).await;
+    let listed = cli_async(command_args(
+        "list",
+        &config,
+        &["--admin", &admin, "--json"],
+    ))
+    .await;
     assert!(listed.status.success(), "list: {}", stderr(&listed));
     let rows = json_lines(&stdout(&listed));
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["id"], id.as_str());
     assert_eq!(rows[0]["task_id"], "988e1f7a2b3c4d5e6f708192a3b4c8d3");
 
-    let table = cli_async(args("list", &config, &["--admin", &admin])).await;
+    let table = cli_async(command_args("list", &config, &["--admin", &admin])).await;
     let text = stdout(&table);
     assert!(text.starts_with("ID"), "{text}");
     assert!(
@@ -73,7 +66,12 @@ async fn list_show_and_replay_through_retries_on_a_running_relay() {
         "{text}"
     );
 
-    let replayed = cli_async(args("replay", &config, &["--admin", &admin, &id[..14]])).await;
+    let replayed = cli_async(command_args(
+        "replay",
+        &config,
+        &["--admin", &admin, &id[..14]],
+    ))
+    .await;
     assert!(replayed.status.success(), "replay: {}", stderr(&replayed));
     assert!(
         stdout(&replayed).contains("queued 1 deliveries"),
@@ -103,13 +101,23 @@ async fn list_show_and_replay_through_retries_on_a_running_relay() {
         let config = config.clone();
         let (admin, id) = (admin.clone(), id.clone());
         async move {
-            let shown = cli_async(args("show", &config, &["--admin", &admin, &id, "--json"])).await;
+            let shown = cli_async(command_args(
+                "show",
+                &config,
+                &["--admin", &admin, &id, "--json"],
+            ))
+            .await;
             let detail: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
             detail["deliveries"][1]["state"] == "delivered"
         }
     });
     detail.await;
-    let shown = cli_async(args("show", &config, &["--admin", &admin, &id, "--json"])).await;
+    let shown = cli_async(command_args(
+        "show",
+        &config,
+        &["--admin", &admin, &id, "--json"],
+    ))
+    .await;
     let detail: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     let replay = &detail["deliveries"][1];
     assert_eq!(replay["replay"], true);
@@ -133,7 +141,7 @@ async fn replay_to_sends_the_original_body_and_id_to_a_local_target() {
     let id = post(&relay, fixture("wav-failed"), "application/json").await;
 
     let to = target.url("/hooks/wav");
-    let sent = cli_async(args(
+    let sent = cli_async(command_args(
         "replay",
         &config,
         &["--admin", &admin, &id, "--to", &to],
@@ -171,15 +179,25 @@ async fn replay_to_sends_the_original_body_and_id_to_a_local_target() {
         "--body-file",
         body_file.to_str().unwrap(),
     ];
-    cli_async(args("replay", &config, &rest)).await;
+    cli_async(command_args("replay", &config, &rest)).await;
     let got = target.wait_for(2, WAIT).await;
     assert_eq!(&got[1].body[..], b"{\"fixed\":true}");
     assert_eq!(got[1].header("x-debug"), Some("1"));
-    let body = cli_async(args("show", &config, &["--admin", &admin, &id, "--body"])).await;
+    let body = cli_async(command_args(
+        "show",
+        &config,
+        &["--admin", &admin, &id, "--body"],
+    ))
+    .await;
     let shown: serde_json::Value = serde_json::from_slice(&body.stdout).unwrap();
     assert_eq!(shown, support::fixture_json("wav-failed"));
 
-    let shown = cli_async(args("show", &config, &["--admin", &admin, &id, "--json"])).await;
+    let shown = cli_async(command_args(
+        "show",
+        &config,
+        &["--admin", &admin, &id, "--json"],
+    ))
+    .await;
     let detail: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(detail["sent"].as_array().map(Vec::len), Some(2), "{detail}");
     assert_eq!(detail["sent"][0]["status"], 500);
@@ -199,7 +217,7 @@ async fn commands_open_the_journal_when_the_relay_is_stopped() {
     relay.stop();
 
     // No relay: the config's admin port is 0, so the commands read the journal.
-    let listed = cli_async(args("list", &config, &["--json"])).await;
+    let listed = cli_async(command_args("list", &config, &["--json"])).await;
     assert!(listed.status.success(), "list: {}", stderr(&listed));
     let ids: Vec<_> = json_lines(&stdout(&listed))
         .iter()
@@ -207,12 +225,12 @@ async fn commands_open_the_journal_when_the_relay_is_stopped() {
         .collect();
     assert_eq!(ids, [second.as_str(), first.as_str()], "newest first");
 
-    let shown = cli_async(args("show", &config, &[&first])).await;
+    let shown = cli_async(command_args("show", &config, &[&first])).await;
     assert!(shown.status.success(), "show: {}", stderr(&shown));
     assert!(stdout(&shown).contains("delivered"), "{}", stdout(&shown));
 
     let to = target.url("/local");
-    let sent = cli_async(args("replay", &config, &[&first, "--to", &to])).await;
+    let sent = cli_async(command_args("replay", &config, &[&first, "--to", &to])).await;
     assert!(sent.status.success(), "replay --to: {}", stderr(&sent));
     assert_eq!(
         target.wait_for(1, WAIT).await[0].relay_id(),
@@ -220,16 +238,21 @@ async fn commands_open_the_journal_when_the_relay_is_stopped() {
     );
 
     // Many selected without --yes and no terminal to ask on: refused.
-    let many = cli_async(args("replay", &config, &["--route", "wav"])).await;
+    let many = cli_async(command_args("replay", &config, &["--route", "wav"])).await;
     assert_eq!(many.status.code(), Some(2));
     assert!(stderr(&many).contains("--yes"), "{}", stderr(&many));
-    let dry = cli_async(args("replay", &config, &["--route", "wav", "--dry-run"])).await;
+    let dry = cli_async(command_args(
+        "replay",
+        &config,
+        &["--route", "wav", "--dry-run"],
+    ))
+    .await;
     assert!(stdout(&dry).contains("would queue deliveries") && dest.count() == 2);
 
     // A paced bulk send to a local target ends with a summary.
     let started = std::time::Instant::now();
     let bulk = ["--route", "wav", "--to", &to, "--yes", "--rate", "4/s"];
-    let bulk = cli_async(args("replay", &config, &bulk)).await;
+    let bulk = cli_async(command_args("replay", &config, &bulk)).await;
     assert!(bulk.status.success(), "bulk replay: {}", stderr(&bulk));
     assert!(
         started.elapsed() >= Duration::from_millis(250),
@@ -245,7 +268,7 @@ async fn commands_open_the_journal_when_the_relay_is_stopped() {
     assert_eq!(ids, [Some(first.as_str()), Some(second.as_str())].into());
 
     // Queued while stopped, sent by the next serve.
-    let queued = cli_async(args("replay", &config, &[&second])).await;
+    let queued = cli_async(command_args("replay", &config, &[&second])).await;
     assert!(queued.status.success(), "replay: {}", stderr(&queued));
     assert!(
         stderr(&queued).contains("when one next runs"),
@@ -266,7 +289,7 @@ async fn a_locked_journal_with_a_silent_admin_api_is_reported() {
     let config = write_config(dir.path(), &dest.url("/hooks/wav"), "");
     let relay = RelayProcess::start(&config);
     let closed = FakeDestination::closed_port();
-    let listed = cli_async(args("list", &config, &["--admin", &closed])).await;
+    let listed = cli_async(command_args("list", &config, &["--admin", &closed])).await;
     assert_eq!(listed.status.code(), Some(1));
     let err = stderr(&listed);
     assert!(err.contains("is locked by a running relay"), "{err}");
@@ -297,7 +320,7 @@ async fn export_then_import_keeps_bodies_byte_for_byte() {
     ]
     .map(String::from);
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    let exported = cli_async(args("export", &config, &rest)).await;
+    let exported = cli_async(command_args("export", &config, &rest)).await;
     assert!(exported.status.success(), "export: {}", stderr(&exported));
     let lines = json_lines(&std::fs::read_to_string(&file).unwrap());
     assert_eq!(lines.len(), 2);
@@ -308,15 +331,30 @@ async fn export_then_import_keeps_bodies_byte_for_byte() {
     // A laptop: another journal, no relay running.
     let laptop = tempfile::tempdir().unwrap();
     let laptop_config = write_config(laptop.path(), &dest.url("/hooks/wav"), "");
-    let imported = cli_async(args("import", &laptop_config, &[file.to_str().unwrap()])).await;
+    let imported = cli_async(command_args(
+        "import",
+        &laptop_config,
+        &[file.to_str().unwrap()],
+    ))
+    .await;
     assert!(imported.status.success(), "import: {}", stderr(&imported));
     assert!(stdout(&imported).contains("imported 2 callbacks (0 already present)"));
-    let again = cli_async(args("import", &laptop_config, &[file.to_str().unwrap()])).await;
+    let again = cli_async(command_args(
+        "import",
+        &laptop_config,
+        &[file.to_str().unwrap()],
+    ))
+    .await;
     assert!(stdout(&again).contains("imported 0 callbacks (2 already present)"));
 
-    let body = cli_async(args("show", &laptop_config, &[&binary_id, "--body"])).await;
+    let body = cli_async(command_args(
+        "show",
+        &laptop_config,
+        &[&binary_id, "--body"],
+    ))
+    .await;
     assert_eq!(body.stdout, binary, "the non-UTF-8 body is byte-identical");
-    let second = cli_async(args("export", &laptop_config, &[])).await;
+    let second = cli_async(command_args("export", &laptop_config, &[])).await;
     let relines = json_lines(&stdout(&second));
     assert_eq!(relines[0]["id"], json_id.as_str());
     assert_eq!(relines[0]["body"], lines[0]["body"]);
@@ -342,7 +380,7 @@ async fn tail_sees_a_callback_posted_after_it_started() {
     let config = write_config(dir.path(), &dest.url("/hooks/wav"), "");
     let relay = RelayProcess::start(&config);
     let mut tail = Command::new(support::BIN)
-        .args(args(
+        .args(command_args(
             "tail",
             &config,
             &["--admin", &relay.admin.to_string()],

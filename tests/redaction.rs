@@ -5,12 +5,12 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use http::Method;
 use support::{
-    Client, FakeDestination, RelayProcess, Script, cli_async, fixture, stderr, stdout, write_config,
+    Client, FakeDestination, RelayProcess, Script, cli_async, command_args, fixture, stderr,
+    stdout, write_config,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -23,17 +23,6 @@ const SECRETS: [(&str, &str); 3] = [
     ),
     ("cookie", "session=8d1f0c"),
 ];
-
-/// `callback-relay <command> --config <config> <rest...>` as owned args.
-fn args(command: &str, config: &Path, rest: &[&str]) -> Vec<String> {
-    let mut all = vec![
-        command.to_string(),
-        "--config".into(),
-        config.display().to_string(),
-    ];
-    all.extend(rest.iter().map(|s| s.to_string()));
-    all
-}
 
 /// Posts the wav fixture with [`SECRETS`] and returns the acknowledged id.
 async fn post_with_secrets(relay: &RelayProcess) -> String {
@@ -96,7 +85,7 @@ async fn secrets_are_hidden_in_show_the_api_and_export_but_replays_send_them() {
     let got = dest.wait_for(1, WAIT).await;
     assert_eq!(got[0].header("authorization"), Some("Bearer x"));
 
-    let text = cli_async(args("show", &config, &["--admin", &admin, &id])).await;
+    let text = cli_async(command_args("show", &config, &["--admin", &admin, &id])).await;
     assert!(text.status.success(), "show: {}", stderr(&text));
     let out = stdout(&text);
     assert!(out.contains("authorization: <redacted>"), "{out}");
@@ -107,7 +96,12 @@ async fn secrets_are_hidden_in_show_the_api_and_export_but_replays_send_them() {
         "{out}"
     );
 
-    let shown = cli_async(args("show", &config, &["--admin", &admin, &id, "--json"])).await;
+    let shown = cli_async(command_args(
+        "show",
+        &config,
+        &["--admin", &admin, &id, "--json"],
+    ))
+    .await;
     assert_hidden(&json(&shown));
 
     let client = Client::plain();
@@ -130,10 +124,15 @@ async fn secrets_are_hidden_in_show_the_api_and_export_but_replays_send_them() {
     );
     let export = client.get(&relay.admin_url("/v1/export?reveal=true")).await;
     assert_eq!(export.status.as_u16(), 403);
-    let show = cli_async(args("show", &config, &["--admin", &admin, &id, "--reveal"])).await;
+    let show = cli_async(command_args(
+        "show",
+        &config,
+        &["--admin", &admin, &id, "--reveal"],
+    ))
+    .await;
     assert_eq!(show.status.code(), Some(2), "{}", stderr(&show));
 
-    let exported = cli_async(args("export", &config, &["--admin", &admin])).await;
+    let exported = cli_async(command_args("export", &config, &["--admin", &admin])).await;
     assert!(exported.status.success(), "export: {}", stderr(&exported));
     let line: serde_json::Value = serde_json::from_str(stdout(&exported).trim()).unwrap();
     assert_hidden(&line);
@@ -141,7 +140,7 @@ async fn secrets_are_hidden_in_show_the_api_and_export_but_replays_send_them() {
 
     // A replay sends what was received, not what is shown.
     let to = target.url("/local");
-    let sent = cli_async(args(
+    let sent = cli_async(command_args(
         "replay",
         &config,
         &["--admin", &admin, &id, "--to", &to],
@@ -154,28 +153,28 @@ async fn secrets_are_hidden_in_show_the_api_and_export_but_replays_send_them() {
     relay.stop();
 
     // From the journal itself, --reveal simply works.
-    let offline = cli_async(args("show", &config, &[&id, "--json"])).await;
+    let offline = cli_async(command_args("show", &config, &[&id, "--json"])).await;
     assert!(offline.status.success(), "show: {}", stderr(&offline));
     assert_hidden(&json(&offline));
-    let offline = cli_async(args("show", &config, &[&id, "--json", "--reveal"])).await;
+    let offline = cli_async(command_args("show", &config, &[&id, "--json", "--reveal"])).await;
     assert_revealed(&json(&offline));
-    let text = cli_async(args("show", &config, &[&id, "--reveal"])).await;
+    let text = cli_async(command_args("show", &config, &[&id, "--reveal"])).await;
     assert!(
         stdout(&text).contains("authorization: Bearer x"),
         "{}",
         stdout(&text)
     );
 
-    let hidden = cli_async(args("export", &config, &[])).await;
+    let hidden = cli_async(command_args("export", &config, &[])).await;
     let line: serde_json::Value = serde_json::from_str(stdout(&hidden).trim()).unwrap();
     assert_hidden(&line);
-    let exact = cli_async(args("export", &config, &["--reveal"])).await;
+    let exact = cli_async(command_args("export", &config, &["--reveal"])).await;
     let line: serde_json::Value = serde_json::from_str(stdout(&exact).trim()).unwrap();
     assert_revealed(&line);
     assert_eq!(line.get("redacted"), None, "a revealed line is not marked");
 
     // Offline replays send the originals too.
-    let sent = cli_async(args("replay", &config, &[&id, "--to", &to])).await;
+    let sent = cli_async(command_args("replay", &config, &[&id, "--to", &to])).await;
     assert!(sent.status.success(), "replay --to: {}", stderr(&sent));
     let got = target.wait_for(2, WAIT).await;
     assert_eq!(got[1].header("authorization"), Some("Bearer x"));
@@ -212,7 +211,7 @@ async fn a_configured_admin_token_lets_a_request_reveal() {
     assert_eq!(odd.status.as_u16(), 400);
 
     // The commands send the config's token, so --reveal works through the API.
-    let shown = cli_async(args(
+    let shown = cli_async(command_args(
         "show",
         &config,
         &["--admin", &admin, &id, "--json", "--reveal"],
@@ -220,7 +219,12 @@ async fn a_configured_admin_token_lets_a_request_reveal() {
     .await;
     assert!(shown.status.success(), "show: {}", stderr(&shown));
     assert_revealed(&json(&shown));
-    let exported = cli_async(args("export", &config, &["--admin", &admin, "--reveal"])).await;
+    let exported = cli_async(command_args(
+        "export",
+        &config,
+        &["--admin", &admin, "--reveal"],
+    ))
+    .await;
     let line: serde_json::Value = serde_json::from_str(stdout(&exported).trim()).unwrap();
     assert_revealed(&line);
     relay.stop();
@@ -237,12 +241,12 @@ async fn an_import_of_a_redacted_export_says_so() {
 
     let file = dir.path().join("capture.jsonl");
     let out = file.to_str().unwrap();
-    let exported = cli_async(args("export", &config, &["--out", out])).await;
+    let exported = cli_async(command_args("export", &config, &["--out", out])).await;
     assert!(exported.status.success(), "{}", stderr(&exported));
 
     let laptop = tempfile::tempdir().unwrap();
     let laptop_config = write_config(laptop.path(), &dest.url("/hooks/wav"), "");
-    let imported = cli_async(args("import", &laptop_config, &[out])).await;
+    let imported = cli_async(command_args("import", &laptop_config, &[out])).await;
     assert!(imported.status.success(), "{}", stderr(&imported));
     let text = stdout(&imported);
     assert!(text.contains("imported 1 callbacks"), "{text}");

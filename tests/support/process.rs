@@ -191,6 +191,18 @@ fn logged_addr(log: &Mutex<Vec<String>>, message: &str) -> Option<SocketAddr> {
     })
 }
 
+/// `callback-relay <command> --config <config> <rest...>` as owned args, for
+/// [`cli_async`].
+pub fn command_args(command: &str, config: &Path, rest: &[&str]) -> Vec<String> {
+    let mut all = vec![
+        command.to_string(),
+        "--config".into(),
+        config.display().to_string(),
+    ];
+    all.extend(rest.iter().map(|s| s.to_string()));
+    all
+}
+
 /// Runs `callback-relay <args>` to completion with stdin closed.
 pub fn cli(args: &[&str]) -> Output {
     Command::new(BIN)
