@@ -109,15 +109,7 @@ impl TestCerts {
     ///
     /// Pass `&[]` when handing it to `hyper_rustls`, which sets ALPN itself.
     pub fn client_config(&self, alpn: &[&[u8]]) -> ClientConfig {
-        let mut roots = RootCertStore::empty();
-        roots
-            .add(self.ca_der())
-            .expect("test CA is a valid trust anchor");
-        let mut config = ClientConfig::builder_with_provider(ring_provider())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let mut config = self.client_config_with_versions(rustls::DEFAULT_VERSIONS);
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config
     }
