@@ -156,6 +156,25 @@ wait_drained() {
     done
 }
 
+# timed_load TAG URL OUT PID: a warm-up (OUT-warmup.json, when WARMUP_SECONDS > 0), then
+# the measured load (OUT.json). Sets LOADAVG (before the measurement) and LOAD_CPU, the
+# "machine-busy machine-total pid 0" clock ticks it took.
+timed_load() {
+    local tag=$1 url=$2 out=$3 pid=$4 m0_busy m0_total m1_busy m1_total s0 s1
+    if ((WARMUP_SECONDS > 0)); then
+        say "$tag warm-up ${WARMUP_SECONDS}s"
+        run_oha "$out-warmup.json" "$url" -z "${WARMUP_SECONDS}s" "${OHA_WAIT[@]}"
+    fi
+    LOADAVG=$(cut -d' ' -f1 /proc/loadavg)
+    say "$tag measuring ${BENCH_SECONDS}s, $CONNECTIONS connections"
+    read -r m0_busy m0_total < <(machine_ticks)
+    s0=$(pid_ticks "$pid")
+    run_oha "$out.json" "$url" -z "${BENCH_SECONDS}s" "${OHA_WAIT[@]}"
+    read -r m1_busy m1_total < <(machine_ticks)
+    s1=$(pid_ticks "$pid")
+    LOAD_CPU="$((m1_busy - m0_busy)) $((m1_total - m0_total)) $((s1 - s0)) 0"
+}
+
 # Writes a relay config: relay_config FILE JOURNAL_DIR [DESTINATION_PORT] (default: the
 # receiver's).
 relay_config() {
@@ -437,18 +456,9 @@ BARE_URL="https://127.0.0.1:$BARE_PORT$ROUTE_PATH"
 wait_ready bare_server "$BARE_PID" "$OUT/bare_server.log" "$BARE_URL" --cacert "$CERTS/ca.crt"
 check_post bare_server "$BARE_URL"
 
-if ((WARMUP_SECONDS > 0)); then
-    say "(a) warm-up ${WARMUP_SECONDS}s"
-    run_oha "$OUT/bare-warmup.json" "$BARE_URL" -z "${WARMUP_SECONDS}s" "${OHA_WAIT[@]}"
-fi
-LOADAVG_BARE=$(cut -d' ' -f1 /proc/loadavg)
-say "(a) measuring ${BENCH_SECONDS}s, $CONNECTIONS connections"
-read -r M0_BUSY M0_TOTAL < <(machine_ticks)
-S0=$(pid_ticks "$BARE_PID")
-run_oha "$OUT/bare.json" "$BARE_URL" -z "${BENCH_SECONDS}s" "${OHA_WAIT[@]}"
-read -r M1_BUSY M1_TOTAL < <(machine_ticks)
-S1=$(pid_ticks "$BARE_PID")
-BARE_CPU="$((M1_BUSY - M0_BUSY)) $((M1_TOTAL - M0_TOTAL)) $((S1 - S0)) 0"
+timed_load "(a)" "$BARE_URL" "$OUT/bare" "$BARE_PID"
+LOADAVG_BARE=$LOADAVG
+BARE_CPU=$LOAD_CPU
 stop_pid "$BARE_PID"
 
 # ---------------------------------------------------------------------------------------
@@ -464,18 +474,9 @@ relay_config "$OUT/relay-ingest.toml" "$OUT/journal-ingest" "$HOLD_PORT"
 start_relay "$OUT/relay-ingest.toml" "$OUT/relay-ingest.log"
 RELAY_URL="https://127.0.0.1:$RELAY_PORT$ROUTE_PATH"
 check_post relay "$RELAY_URL"
-if ((WARMUP_SECONDS > 0)); then
-    say "(b0) warm-up ${WARMUP_SECONDS}s"
-    run_oha "$OUT/relay-ingest-warmup.json" "$RELAY_URL" -z "${WARMUP_SECONDS}s" "${OHA_WAIT[@]}"
-fi
-LOADAVG_INGEST=$(cut -d' ' -f1 /proc/loadavg)
-say "(b0) measuring ${BENCH_SECONDS}s, $CONNECTIONS connections, destination holding attempts"
-read -r M0_BUSY M0_TOTAL < <(machine_ticks)
-S0=$(pid_ticks "$RELAY_PID")
-run_oha "$OUT/relay-ingest.json" "$RELAY_URL" -z "${BENCH_SECONDS}s" "${OHA_WAIT[@]}"
-read -r M1_BUSY M1_TOTAL < <(machine_ticks)
-S1=$(pid_ticks "$RELAY_PID")
-INGEST_CPU="$((M1_BUSY - M0_BUSY)) $((M1_TOTAL - M0_TOTAL)) $((S1 - S0)) 0"
+timed_load "(b0)" "$RELAY_URL" "$OUT/relay-ingest" "$RELAY_PID"
+LOADAVG_INGEST=$LOADAVG
+INGEST_CPU=$LOAD_CPU
 stop_pid "$RELAY_PID"
 stop_pid "$HOLD_PID"
 
