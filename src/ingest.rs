@@ -129,8 +129,10 @@ impl Ingest {
         body: Bytes,
         task_id: Option<String>,
     ) -> Reply {
+        // Held until the write is done: see `Journal::reserve_id`.
+        let reservation = self.journal.reserve_id();
         let record = CallbackRecord {
-            id: self.journal.next_id(),
+            id: reservation.id(),
             route: route.name.clone(),
             received_at_ms: now_ms(),
             method: parts.method.as_str().to_string(),
@@ -142,7 +144,12 @@ impl Ingest {
         };
         let urls: Vec<&str> = route.destination_urls.iter().map(String::as_str).collect();
 
-        if let Err(err) = self.journal.append(&record, &body, &urls).await {
+        let written = self
+            .journal
+            .append(&reservation, &record, &body, &urls)
+            .await;
+        drop(reservation);
+        if let Err(err) = written {
             error!(route = %route.name, error = %err, "journal write failed; answering 503");
             return unavailable();
         }

@@ -9,8 +9,9 @@
 //! | `c` id | [`CallbackRecord`], then the body, then the URL of each delivery it started with |
 //! | `d` id seq | [`Delivery`], once an attempt changed it (or a replay added it) |
 //! | `a` id seq attempt | [`Attempt`] |
-//! | `q` lane due id seq | nothing: the queue of pending deliveries, per destination, by due time |
-//! | `t` len task id | nothing: which callbacks carried a task id |
+//! | `q` lane due id seq | nothing: deliveries waiting for a retry (or a replay), per destination, by due time |
+//! | `t` len task id | nothing: which callbacks carried a task id, written when a query needs it |
+//! | `m` name | how far a scan of new callbacks got: see [`intake`] |
 //! | `s` id number | [`SentReplay`]: a one-off send made by a replay |
 //! | `x` id | [`RejectedRecord`]: the ring of refused requests, newest kept |
 //!
@@ -19,23 +20,31 @@
 //!
 //! # Order of writes
 //!
-//! A change is written as plain inserts in a fixed order, not as one sled
-//! batch: `apply_batch` serializes every writer behind one lock and measured
-//! ten times slower than inserts (3,966 against 45,441 callbacks a second
-//! with one flush per 64, on a 2-core machine). Nothing is acknowledged
-//! before all of its writes are flushed, so only a change in progress at a
-//! crash can be found half done, and each is written so that readers cope:
-//! a callback's queue entries go last, after its record (an entry without
-//! its callback was never acknowledged and is dropped); an
-//! attempt's new queue entry goes in before the old one goes out (a stale
-//! entry, whose due time is not its delivery's, is dropped, and a lost
-//! delivery update only repeats an attempt that was in flight). Attempt
-//! outcomes are not waited on to be flushed: the group commit of the next
-//! callbacks, or sled's flush every 200 ms, writes them out, and one lost in
-//! a crash repeats that attempt.
+//! An ack writes a single entry, the callback's `c` entry: every insert
+//! into sled's tree costs a copy of the leaf it lands in, and on a 2-core
+//! machine those copies were the largest part of an ack's cost. A delivery
+//! that was never attempted needs no entry of its own (lanes find it by
+//! scanning new callbacks, see [`intake`]), and the task index is brought
+//! up to date when it is read.
+//!
+//! Other changes are written as plain inserts in a fixed order, not as one
+//! sled batch: `apply_batch` serializes every writer behind one lock and
+//! measured ten times slower than inserts (3,966 against 45,441 callbacks a
+//! second with one flush per 64, on a 2-core machine). sled recovers a
+//! prefix of the writes made, so only a change in progress at a crash can be
+//! found half done, and each is written so that readers cope. An attempt's
+//! new queue entry goes in first, then the attempt and the delivery, and the
+//! old queue entry goes out last: a queue entry whose due time is not its
+//! delivery's is stale and dropped, so a crash anywhere in between either
+//! repeats the attempt (from the old entry, or from the scan for deliveries
+//! never attempted) or finds everything written. Attempt outcomes are not
+//! waited on to be flushed: the group commit of the next callbacks, or
+//! sled's own flush every 200 ms, writes them out, and one lost in a crash
+//! repeats that attempt.
 
 mod codec;
 mod commit;
+mod intake;
 mod query;
 mod record;
 mod rejected;
@@ -48,6 +57,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use intake::{Fresh, Reservation};
 pub use query::{CallbackState, Detail, Filter, LookupError, Page, Summary};
 pub use record::{Attempt, CallbackId, CallbackRecord, Delivery, DeliveryState};
 pub use rejected::{RejectedLimits, RejectedRecord};
@@ -111,7 +121,9 @@ pub struct Journal {
     tree: sled::Tree,
     committer: Committer,
     committer_thread: Mutex<Option<JoinHandle<()>>>,
-    ids: Mutex<ulid::Generator>,
+    intake: Mutex<intake::Intake>,
+    /// Held while the task index is brought up to date.
+    task_indexing: Mutex<()>,
     /// The ring of rejected requests.
     rejected: rejected::Ring,
     path: PathBuf,
@@ -173,16 +185,38 @@ impl Journal {
             .map_err(|source| open_error(path, source))?;
         let rejected =
             rejected::Ring::open(&tree, limits).map_err(|source| open_error(path, source))?;
+        let newest = newest_callback(&tree).map_err(|source| open_error(path, source))?;
         let (committer, thread) = Committer::start(db.clone(), commit_interval);
-        Ok(Journal {
+        let journal = Journal {
             db,
             tree,
             committer,
             committer_thread: Mutex::new(Some(thread)),
-            ids: Mutex::new(ulid::Generator::new()),
+            intake: Mutex::new(intake::Intake::new(0)),
+            task_indexing: Mutex::new(()),
             rejected,
             path: path.to_path_buf(),
-        })
+        };
+        journal.init_marks(newest)?;
+        // New ids sort after everything written before, whatever the clock says.
+        let floor = newest.max(journal.marks_max()?).map_or(0, |id| id.0);
+        *journal.intake() = intake::Intake::new(floor);
+        Ok(journal)
+    }
+
+    /// Opens the journal in `dir` for a test, waiting out the lock of one
+    /// just dropped: sled's own threads let go of it a moment later.
+    #[cfg(test)]
+    pub(crate) fn open_for_test(dir: &Path, limits: RejectedLimits) -> Journal {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Journal::open_with(dir, 8 << 20, limits) {
+                Err(JournalError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                opened => return opened.expect("open a journal in a temp dir"),
+            }
+        }
     }
 
     /// The directory this journal lives in.
@@ -192,35 +226,31 @@ impl Journal {
 
     /// A new callback id, later than every id this process made before.
     pub fn next_id(&self) -> CallbackId {
-        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-        // The generator fails only when 2^80 ids are made in one millisecond.
-        let id = ids.generate().unwrap_or_else(|_| ulid::Ulid::new());
-        CallbackId(id.0)
+        self.intake().next()
     }
 
     /// Stores a received callback with one pending delivery per destination,
-    /// due now, and returns once all of it is on disk.
+    /// due now, and returns once all of it is on disk. The record's id is the
+    /// one `reservation` holds (see [`Journal::reserve_id`]), so that lanes
+    /// scanning for new callbacks wait for this write.
     pub async fn append(
         &self,
+        reservation: &Reservation<'_>,
         record: &CallbackRecord,
         body: &[u8],
         destinations: &[&str],
     ) -> Result<(), JournalError> {
-        let id = record.id;
-        let mut writes = Writes::default();
+        debug_assert_eq!(
+            record.id,
+            reservation.id(),
+            "a callback is written under its reserved id"
+        );
         // The deliveries start inside the callback's own value: see the
         // module's notes.
-        writes.insert(key(b'c', id, &[]), record.encode_stored(body, destinations));
-        if let Some(task) = &record.task_id {
-            writes.insert(task_key(task, id), []);
-        }
-        // Last, so that a queue entry always finds what it points to.
-        for (seq, url) in destinations.iter().enumerate() {
-            let seq = u32::try_from(seq).expect("a route has far fewer than 2^32 destinations");
-            writes.insert(queue_key(lane_of(url), record.received_at_ms, id, seq), []);
-        }
-
-        self.apply(writes)?;
+        self.tree.insert(
+            key(b'c', record.id, &[]),
+            record.encode_stored(body, destinations),
+        )?;
         self.durable().await
     }
 
@@ -299,9 +329,10 @@ impl Journal {
         Ok(())
     }
 
-    /// Records an attempt and the delivery's new state, moving
-    /// its queue entry (`entry_key`) to the new due time or removing it when
-    /// the delivery is no longer pending.
+    /// Records an attempt and the delivery's new state, moving its queue
+    /// entry (`entry_key`; `None` for a delivery found by the scan for new
+    /// callbacks) to the new due time, or removing it when the delivery is no
+    /// longer pending.
     ///
     /// It does not wait for the disk: the next group commit, or sled's own
     /// flush at most 200 ms later, writes it out. An outcome lost in a crash
@@ -310,7 +341,7 @@ impl Journal {
     /// every attempt.
     pub fn finish_attempt(
         &self,
-        entry_key: &[u8],
+        entry_key: Option<&[u8]>,
         id: CallbackId,
         delivery: &Delivery,
         attempt: &Attempt,
@@ -319,23 +350,21 @@ impl Journal {
         let mut attempt_suffix = seq.to_vec();
         attempt_suffix.extend_from_slice(&attempt.number.to_be_bytes());
 
-        let mut writes = Writes::default();
-        writes.insert(key(b'a', id, &attempt_suffix), attempt.encode());
-        writes.insert(key(b'd', id, &seq), delivery.encode());
-        // The new queue entry goes in before the old one goes out: a crash
-        // between the two leaves a stale entry, never a lost delivery.
+        // The order matters: see the module's notes.
         let pending = delivery.state == DeliveryState::Pending;
         let lane = lane_of(&delivery.url);
         let requeue = pending.then(|| queue_key(lane, delivery.next_attempt_ms, id, delivery.seq));
-        match requeue {
-            Some(next) if next[..] == *entry_key => {}
-            Some(next) => {
-                writes.insert(next, []);
-                writes.remove(entry_key);
-            }
-            None => writes.remove(entry_key),
+        let unchanged =
+            matches!((&requeue, entry_key), (Some(next), Some(old)) if next[..] == *old);
+        let mut writes = Writes::default();
+        if let Some(next) = requeue.filter(|_| !unchanged) {
+            writes.insert(next, []);
         }
-
+        writes.insert(key(b'a', id, &attempt_suffix), attempt.encode());
+        writes.insert(key(b'd', id, &seq), delivery.encode());
+        if let Some(old) = entry_key.filter(|_| !unchanged) {
+            writes.remove(old);
+        }
         self.apply(writes)
     }
 
@@ -442,6 +471,17 @@ fn open_error(path: &Path, source: sled::Error) -> JournalError {
             source,
         }
     }
+}
+
+/// The id of the newest callback in `tree`, if any.
+fn newest_callback(tree: &sled::Tree) -> Result<Option<CallbackId>, sled::Error> {
+    let Some((key, _)) = tree.scan_prefix([b'c']).next_back().transpose()? else {
+        return Ok(None);
+    };
+    Ok(key[1..]
+        .try_into()
+        .ok()
+        .map(|bytes: [u8; 16]| CallbackId(u128::from_be_bytes(bytes))))
 }
 
 fn key(kind: u8, id: CallbackId, suffix: &[u8]) -> Vec<u8> {

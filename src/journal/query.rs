@@ -177,6 +177,7 @@ impl Journal {
 
     /// Every callback that carried `task`, oldest first.
     pub fn task(&self, task: &str) -> Result<Vec<Summary>, JournalError> {
+        self.index_tasks()?;
         let mut found = Vec::new();
         for id in self.task_ids(task) {
             if let Some(summary) = self.summary(id?)? {
@@ -307,6 +308,7 @@ impl Journal {
             high = high.min(before);
         }
         if let Some(task) = &filter.task {
+            self.index_tasks()?;
             let mut ids = self.task_ids(task).collect::<Result<Vec<_>, _>>()?;
             ids.retain(|id| *id >= low && *id < high);
             ids.reverse();

@@ -254,7 +254,7 @@ mod tests {
 
     fn open(dir: &std::path::Path, keep: usize, body_cap: usize) -> Journal {
         let limits = RejectedLimits { keep, body_cap };
-        Journal::open_with(dir, 8 << 20, limits).expect("open a journal in a temp dir")
+        Journal::open_for_test(dir, limits)
     }
 
     fn rejected(journal: &Journal, route: &str, body: &[u8]) -> RejectedRecord {

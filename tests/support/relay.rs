@@ -26,6 +26,8 @@ pub struct RelayConfig {
     server: Vec<String>,
     retry: String,
     routes: Vec<String>,
+    /// Whole tables after the routes.
+    tables: String,
 }
 
 impl RelayConfig {
@@ -43,6 +45,7 @@ impl RelayConfig {
                     attempt_timeout = \"2s\"\n"
                 .to_owned(),
             routes: Vec::new(),
+            tables: String::new(),
         }
     }
 
@@ -88,6 +91,13 @@ impl RelayConfig {
         self
     }
 
+    /// Adds whole tables after the routes, e.g. `"[delivery]\nconcurrency = 1"`.
+    pub fn tables(mut self, text: &str) -> RelayConfig {
+        self.tables += text;
+        self.tables += "\n";
+        self
+    }
+
     /// The configuration file's text.
     pub fn text(&self) -> String {
         let mut text = String::from("[server]\nlisten = \"127.0.0.1:0\"\n");
@@ -108,6 +118,7 @@ impl RelayConfig {
         for route in &self.routes {
             text += route;
         }
+        text += &self.tables;
         text
     }
 

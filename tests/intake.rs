@@ -1,0 +1,117 @@
+//! New callbacks across restarts: an ack writes only the callback, lanes find deliveries never
+//! attempted by scanning, and the journal's intake mark says where a restart scans from.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use callback_relay::journal::{CallbackId, Journal, JournalError};
+use support::{Client, FakeDestination, RelayConfig, Reply, Script, fixture};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Posts the WAV fixture `n` times and returns the acknowledged ids.
+async fn post(client: &Client, url: &str, n: usize) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    for _ in 0..n {
+        let response = client.post(url, fixture("wav-success"), &[]).await;
+        assert_eq!(response.status, 200, "ack: {}", response.text());
+        ids.insert(response.json()["id"].as_str().expect("an id").to_owned());
+    }
+    ids
+}
+
+/// Opens a journal a relay just let go of: sled's threads drop its lock a moment after the
+/// relay stops.
+async fn open_when_free(path: &std::path::Path) -> Journal {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match Journal::open(path, 8 << 20) {
+            Err(JournalError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            opened => return opened.expect("open the stopped relay's journal"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_restart_sends_nothing_that_was_delivered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let dest = FakeDestination::start(Script::always(200)).await;
+    let config =
+        RelayConfig::new(&journal).route("wav", "/callbacks/wav", &[dest.url("/hooks/wav")], "");
+    let client = Client::plain();
+
+    let relay = config.start().await;
+    let first = post(&client, &relay.url("/callbacks/wav"), 10).await;
+    assert_eq!(dest.wait_for_ids(10, WAIT).await, first);
+    relay.stop().await;
+
+    // The mark moved past every callback delivered.
+    let newest: CallbackId = first.iter().max().unwrap().parse().unwrap();
+    {
+        let journal = open_when_free(&journal).await;
+        let mark = journal.intake_mark().unwrap();
+        assert!(mark > newest, "intake mark {mark} is not past {newest}");
+    }
+
+    let relay = config.start().await;
+    let second = post(&client, &relay.url("/callbacks/wav"), 1).await;
+    dest.wait_for(11, WAIT).await;
+    // Time for anything sent twice to arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received: Vec<String> = dest
+        .received()
+        .iter()
+        .filter_map(|r| r.relay_id().map(str::to_owned))
+        .collect();
+    assert_eq!(received.len(), 11, "each callback once: {received:?}");
+    let all: BTreeSet<String> = first.union(&second).cloned().collect();
+    assert_eq!(received.into_iter().collect::<BTreeSet<_>>(), all);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn deliveries_never_attempted_still_go_to_a_destination_no_longer_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    // The old destination takes one attempt at a time and holds it, so at the stop one attempt
+    // is cut off and the rest were never made.
+    let old = FakeDestination::start(Script::always_reply(
+        Reply::ok().delay(Duration::from_secs(60)),
+    ))
+    .await;
+    let new = FakeDestination::start(Script::always(200)).await;
+    let client = Client::plain();
+
+    let before = RelayConfig::new(&journal)
+        .server("shutdown_timeout = \"200ms\"")
+        .route("wav", "/callbacks/wav", &[old.url("/hooks/wav")], "")
+        .tables("[delivery]\nconcurrency = 1");
+    let relay = before.start().await;
+    let ids = post(&client, &relay.url("/callbacks/wav"), 4).await;
+    old.wait_for(1, WAIT).await;
+    relay.stop().await;
+    assert_eq!(old.count(), 1, "one attempt was made before the stop");
+
+    // The route now sends to another destination; what was accepted for the old one still
+    // goes there.
+    old.set_script(Script::always(200));
+    let after =
+        RelayConfig::new(&journal).route("wav", "/callbacks/wav", &[new.url("/hooks/wav")], "");
+    let relay = after.start().await;
+    let delivered = old.wait_for_ids(4, WAIT).await;
+    assert_eq!(delivered, ids);
+    let fresh = post(&client, &relay.url("/callbacks/wav"), 1).await;
+    assert_eq!(new.wait_for_ids(1, WAIT).await, fresh);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        new.count(),
+        1,
+        "the new destination only gets new callbacks"
+    );
+    relay.stop().await;
+}
