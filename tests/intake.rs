@@ -6,7 +6,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use callback_relay::journal::{CallbackId, Journal, JournalError};
+use callback_relay::journal::CallbackId;
 use support::{Client, FakeDestination, RelayConfig, Reply, Script, fixture};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -20,20 +20,6 @@ async fn post(client: &Client, url: &str, n: usize) -> BTreeSet<String> {
         ids.insert(response.json()["id"].as_str().expect("an id").to_owned());
     }
     ids
-}
-
-/// Opens a journal a relay just let go of: sled's threads drop its lock a moment after the
-/// relay stops.
-async fn open_when_free(path: &std::path::Path) -> Journal {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match Journal::open(path, 8 << 20) {
-            Err(JournalError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            opened => return opened.expect("open the stopped relay's journal"),
-        }
-    }
 }
 
 #[tokio::test]
@@ -53,7 +39,7 @@ async fn a_restart_sends_nothing_that_was_delivered_again() {
     // The mark moved past every callback delivered.
     let newest: CallbackId = first.iter().max().unwrap().parse().unwrap();
     {
-        let journal = open_when_free(&journal).await;
+        let journal = support::open_stopped_journal(&journal).await;
         let mark = journal.intake_mark().unwrap();
         assert!(mark > newest, "intake mark {mark} is not past {newest}");
     }

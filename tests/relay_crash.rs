@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use callback_relay::journal::CallbackId;
 use support::{Client, FakeDestination, RelayConfig, RelayProcess, Reply, Script, fixture};
 
 /// Posts the WAV fixture in a loop from `workers` tasks until told to stop or the relay goes
@@ -62,12 +63,15 @@ async fn every_acknowledged_callback_is_delivered_after_a_kill_9() {
     let stop = Arc::new(tokio::sync::Notify::new());
     let load = tokio::spawn(burst(
         relay.url("/callbacks/wav"),
-        16,
+        8,
         stop.clone(),
         acked.clone(),
     ));
+    // Long enough for the relay to move its intake mark (once a second) while first
+    // attempts are still waiting.
+    let started = tokio::time::Instant::now();
     support::wait_until(Duration::from_secs(20), || {
-        acked.lock().unwrap().len() >= 300
+        acked.lock().unwrap().len() >= 300 && started.elapsed() >= Duration::from_millis(2500)
     })
     .await;
     relay.kill();
@@ -84,6 +88,15 @@ async fn every_acknowledged_callback_is_delivered_after_a_kill_9() {
         "some acknowledged callbacks were still pending at the kill"
     );
 
+    // The relay moved its intake mark before it died, so the restart resumes from a mark,
+    // not from the journal's start.
+    {
+        let journal = support::open_stopped_journal(&dir.path().join("journal")).await;
+        let mark = journal.intake_mark().unwrap();
+        assert!(mark > CallbackId(0), "the intake mark never moved");
+    }
+
+    dest.set_script(Script::always(200));
     let relay = RelayProcess::start(&config);
     // The destination may also see callbacks journaled but not acknowledged before the kill,
     // so wait for every acknowledged id rather than for a count.

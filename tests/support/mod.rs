@@ -28,7 +28,7 @@ pub use certs::{ClientIdentity, TestCerts, inspecting_client_config};
 pub use client::{Client, ClientError, Response, TlsConnection, Version};
 pub use destination::{FakeDestination, RELAY_ATTEMPT, RELAY_ID, Received, WaitTimeout};
 pub use process::{BIN, RelayProcess, cli, cli_async, command_args, stderr, stdout, write_config};
-pub use relay::{RelayConfig, TestRelay, journaled_deliveries};
+pub use relay::{RelayConfig, TestRelay, journaled_deliveries, open_stopped_journal};
 pub use script::{Call, Reply, Script};
 pub use wait::{wait_until, wait_until_async};
 
