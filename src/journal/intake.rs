@@ -36,8 +36,9 @@ use std::sync::MutexGuard;
 
 use bytes::Bytes;
 
+use super::query::id_of_key;
 use super::{CallbackId, CallbackRecord, Delivery, Journal, JournalError};
-use super::{key, lane_of, queue_key, task_key};
+use super::{key, lane_of, lane_of_bytes, queue_key, task_key};
 
 /// Where a restart scans for deliveries never attempted from.
 const INTAKE_MARK: &[u8] = b"mintake";
@@ -138,20 +139,19 @@ impl Journal {
     ) -> Result<Option<Fresh>, JournalError> {
         let range = key(b'c', from.0, &[])..key(b'c', horizon, &[]);
         for item in self.tree.range(range) {
-            let (_, value) = item?;
-            let stored = CallbackRecord::decode_stored(&value)?;
-            let id = stored.record.id;
+            let (key_bytes, value) = item?;
+            let id = id_of_key(&key_bytes)?;
             let first = if id == from.0 { from.1 } else { 0 };
-            for (seq, url) in stored.destinations.iter().enumerate().skip(first as usize) {
-                let seq = u32::try_from(seq).expect("a route has far fewer than 2^32 destinations");
-                if lane_of(url) != lane
-                    || self.tree.contains_key(key(b'd', id, &seq.to_be_bytes()))?
-                {
-                    continue;
-                }
-                let Some(delivery) = stored.initial_delivery(seq) else {
-                    continue;
-                };
+            let ours = |url: &[u8]| lane_of_bytes(url) == lane;
+            let Some(seq) = self
+                .never_attempted(id, &value, ours)?
+                .into_iter()
+                .find(|seq| *seq >= first)
+            else {
+                continue;
+            };
+            let stored = CallbackRecord::decode_stored(&value)?;
+            if let Some(delivery) = stored.initial_delivery(seq) {
                 return Ok(Some(Fresh {
                     body: Bytes::copy_from_slice(stored.body),
                     record: stored.record,
@@ -176,23 +176,44 @@ impl Journal {
             .tree
             .range(key(b'c', from, &[])..key(b'c', horizon, &[]))
         {
-            let (_, value) = item?;
+            let (key_bytes, value) = item?;
+            let id = id_of_key(&key_bytes)?;
+            let unscanned = |url: &[u8]| !scanned.contains(&lane_of_bytes(url));
+            let seqs = self.never_attempted(id, &value, unscanned)?;
+            if seqs.is_empty() {
+                continue;
+            }
             let stored = CallbackRecord::decode_stored(&value)?;
-            let id = stored.record.id;
-            for (seq, url) in stored.destinations.iter().enumerate() {
-                let seq = u32::try_from(seq).expect("a route has far fewer than 2^32 destinations");
-                let lane = lane_of(url);
-                if scanned.contains(&lane)
-                    || self.tree.contains_key(key(b'd', id, &seq.to_be_bytes()))?
-                {
-                    continue;
+            for seq in seqs {
+                if let Some(delivery) = stored.initial_delivery(seq) {
+                    let lane = lane_of(&delivery.url);
+                    let due = delivery.next_attempt_ms;
+                    self.tree.insert(queue_key(lane, due, id, seq), &[])?;
+                    queued += 1;
                 }
-                let due = stored.record.received_at_ms;
-                self.tree.insert(queue_key(lane, due, id, seq), &[])?;
-                queued += 1;
             }
         }
         Ok(queued)
+    }
+
+    /// The seqs of callback `id`'s first deliveries (`value` is its stored
+    /// entry) whose URL `wanted` picks and that were never attempted: they
+    /// have no entry of their own. Reads only the URLs of the stored entry.
+    fn never_attempted(
+        &self,
+        id: CallbackId,
+        value: &[u8],
+        wanted: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<u32>, JournalError> {
+        let mut seqs = Vec::new();
+        let urls = CallbackRecord::stored_destinations(value)?;
+        for (seq, url) in urls.into_iter().enumerate() {
+            let seq = u32::try_from(seq).expect("a route has far fewer than 2^32 destinations");
+            if wanted(url) && !self.tree.contains_key(key(b'd', id, &seq.to_be_bytes()))? {
+                seqs.push(seq);
+            }
+        }
+        Ok(seqs)
     }
 
     /// The id from which a restart scans for deliveries never attempted.

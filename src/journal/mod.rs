@@ -455,8 +455,13 @@ impl Drop for Journal {
 
 /// A destination's lane: a stable 64-bit FNV-1a hash of its URL.
 pub fn lane_of(url: &str) -> u64 {
-    url.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    lane_of_bytes(url.as_bytes())
+}
+
+/// [`lane_of`] for a URL as the journal stores it.
+fn lane_of_bytes(url: &[u8]) -> u64 {
+    url.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
@@ -478,10 +483,7 @@ fn newest_callback(tree: &sled::Tree) -> Result<Option<CallbackId>, sled::Error>
     let Some((key, _)) = tree.scan_prefix([b'c']).next_back().transpose()? else {
         return Ok(None);
     };
-    Ok(key[1..]
-        .try_into()
-        .ok()
-        .map(|bytes: [u8; 16]| CallbackId(u128::from_be_bytes(bytes))))
+    Ok(query::id_of_key(&key).ok())
 }
 
 fn key(kind: u8, id: CallbackId, suffix: &[u8]) -> Vec<u8> {

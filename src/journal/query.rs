@@ -355,7 +355,8 @@ fn matches(filter: &Filter, summary: &Summary) -> bool {
         && filter.until_ms.is_none_or(|t| record.received_at_ms < t)
 }
 
-fn id_of_key(key: &[u8]) -> Result<CallbackId, JournalError> {
+/// The id in a callback's key (`c` id).
+pub(super) fn id_of_key(key: &[u8]) -> Result<CallbackId, JournalError> {
     let bytes: [u8; 16] = key
         .get(1..)
         .and_then(|rest| rest.try_into().ok())

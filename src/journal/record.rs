@@ -113,6 +113,30 @@ impl CallbackRecord {
         })
     }
 
+    /// The destination URLs of what [`CallbackRecord::encode_stored`] wrote,
+    /// read without building the record: a lane looking for its deliveries
+    /// reads every new callback, and most need no more than this.
+    pub(crate) fn stored_destinations(bytes: &[u8]) -> Result<Vec<&[u8]>, JournalError> {
+        let mut dec = Decoder::new(bytes, CALLBACK_V1, "callback record")?;
+        // The fields encode_fields writes, in its order, skipped.
+        dec.bytes()?; // id
+        dec.bytes()?; // route
+        dec.u64()?; // received at
+        for _ in 0..3 {
+            dec.bytes()?; // method, path and query, peer
+        }
+        dec.u8()?; // tls
+        if dec.u8()? != 0 {
+            dec.bytes()?; // task id
+        }
+        for _ in 0..dec.u32()? {
+            dec.bytes()?; // header name
+            dec.bytes()?; // header value
+        }
+        dec.bytes()?; // body
+        (0..dec.u32()?).map(|_| dec.bytes()).collect()
+    }
+
     pub(crate) fn decode(bytes: &[u8]) -> Result<CallbackRecord, JournalError> {
         let mut dec = Decoder::new(bytes, CALLBACK_V1, "callback record")?;
         CallbackRecord::decode_fields(&mut dec)
@@ -340,6 +364,34 @@ mod tests {
             assert!(stored.initial_delivery(2).is_none());
             assert_eq!(CallbackRecord::decode(&value).unwrap(), record());
         }
+    }
+
+    #[test]
+    fn destination_urls_read_alone_match_the_whole_read() {
+        let urls = ["http://127.0.0.1:3000/a", "https://b.internal/hooks"];
+        let without_task = CallbackRecord {
+            task_id: None,
+            headers: Vec::new(),
+            ..record()
+        };
+        for rec in [record(), without_task] {
+            for body in [&b""[..], b"{\"code\":200}"] {
+                let value = rec.encode_stored(body, &urls);
+                let read = CallbackRecord::stored_destinations(&value).unwrap();
+                assert_eq!(read, urls.map(str::as_bytes));
+            }
+        }
+        let none = record().encode_stored(b"{}", &[]);
+        assert!(
+            CallbackRecord::stored_destinations(&none)
+                .unwrap()
+                .is_empty()
+        );
+        let value = record().encode_stored(b"{}", &urls);
+        assert!(matches!(
+            CallbackRecord::stored_destinations(&value[..value.len() - 3]),
+            Err(JournalError::Corrupt(_))
+        ));
     }
 
     #[test]
