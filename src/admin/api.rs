@@ -156,15 +156,26 @@ pub(super) async fn route(admin: &Arc<Admin>, req: Request<Incoming>) -> Respons
         (&Method::GET, ["healthz"]) => Ok(text(StatusCode::OK, "ok\n")),
         (&Method::GET, ["readyz"]) => Ok(readyz(admin).await),
         (&Method::GET, ["metrics"]) => Ok(metrics(admin)),
-        (&Method::GET, ["v1", "callbacks"]) => list(admin, &query),
-        (&Method::GET, ["v1", "callbacks", id]) => show(admin, id, &query),
-        (&Method::GET, ["v1", "rejected"]) => rejected(admin, &query),
-        (&Method::GET, ["v1", "callbacks", id, "body"]) => body(admin, id),
+        (&Method::GET, ["v1", "callbacks"]) => off_runtime(admin, move |a| list(a, &query)).await,
+        (&Method::GET, ["v1", "callbacks", id]) => {
+            let id = id.to_string();
+            off_runtime(admin, move |a| show(a, &id, &query)).await
+        }
+        (&Method::GET, ["v1", "rejected"]) => {
+            off_runtime(admin, move |a| rejected(a, &query)).await
+        }
+        (&Method::GET, ["v1", "callbacks", id, "body"]) => {
+            let id = id.to_string();
+            off_runtime(admin, move |a| body(a, &id)).await
+        }
         (&Method::POST, ["v1", "callbacks", id, "replay"]) => replay_one(admin, id, req).await,
         (&Method::POST, ["v1", "replay"]) => replay_bulk(admin, req).await,
-        (&Method::GET, ["v1", "tasks", task]) => task_callbacks(admin, task),
+        (&Method::GET, ["v1", "tasks", task]) => {
+            let task = task.to_string();
+            off_runtime(admin, move |a| task_callbacks(a, &task)).await
+        }
         (&Method::GET, ["v1", "events"]) => Ok(sse::stream(admin, query.get("route").cloned())),
-        (&Method::GET, ["v1", "export"]) => export(admin, &query),
+        (&Method::GET, ["v1", "export"]) => off_runtime(admin, move |a| export(a, &query)).await,
         (&Method::POST, ["v1", "import"]) => import(admin, &query, req).await,
         (_, ["healthz" | "readyz"] | ["v1", "callbacks", ..] | ["v1", "replay" | "import"])
         | (_, ["v1", "tasks" | "events" | "export" | "rejected", ..]) => Err(ApiError::new(
@@ -177,6 +188,25 @@ pub(super) async fn route(admin: &Arc<Admin>, req: Request<Incoming>) -> Respons
         )),
     };
     answer.unwrap_or_else(ApiError::into_response)
+}
+
+/// Answers with `handler` on tokio's blocking pool. A query reads the journal
+/// synchronously, perhaps many entries (and the first task query after a
+/// burst indexes it), and the runtime's workers also answer callbacks.
+async fn off_runtime(
+    admin: &Arc<Admin>,
+    handler: impl FnOnce(&Admin) -> Answer + Send + 'static,
+) -> Answer {
+    let admin = Arc::clone(admin);
+    tokio::task::spawn_blocking(move || handler(&admin))
+        .await
+        .unwrap_or_else(|err| {
+            error!(error = %err, "an admin query did not finish");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the query did not finish",
+            ))
+        })
 }
 
 /// The answer to a request without the right token.
