@@ -137,10 +137,8 @@ impl Journal {
         from: (CallbackId, u32),
         horizon: CallbackId,
     ) -> Result<Option<Fresh>, JournalError> {
-        let range = key(b'c', from.0, &[])..key(b'c', horizon, &[]);
-        for item in self.tree.range(range) {
-            let (key_bytes, value) = item?;
-            let id = id_of_key(&key_bytes)?;
+        for item in self.callbacks_between(from.0, horizon) {
+            let (id, value) = item?;
             let first = if id == from.0 { from.1 } else { 0 };
             let ours = |url: &[u8]| lane_of_bytes(url) == lane;
             let Some(seq) = self
@@ -172,12 +170,8 @@ impl Journal {
     ) -> Result<usize, JournalError> {
         let horizon = self.horizon();
         let mut queued = 0;
-        for item in self
-            .tree
-            .range(key(b'c', from, &[])..key(b'c', horizon, &[]))
-        {
-            let (key_bytes, value) = item?;
-            let id = id_of_key(&key_bytes)?;
+        for item in self.callbacks_between(from, horizon) {
+            let (id, value) = item?;
             let unscanned = |url: &[u8]| !scanned.contains(&lane_of_bytes(url));
             let seqs = self.never_attempted(id, &value, unscanned)?;
             if seqs.is_empty() {
@@ -194,6 +188,20 @@ impl Journal {
             }
         }
         Ok(queued)
+    }
+
+    /// The callbacks with ids from `from` up to `horizon`, in id order, with
+    /// their stored values.
+    fn callbacks_between(
+        &self,
+        from: CallbackId,
+        horizon: CallbackId,
+    ) -> impl Iterator<Item = Result<(CallbackId, sled::IVec), JournalError>> + '_ {
+        let range = key(b'c', from, &[])..key(b'c', horizon, &[]);
+        self.tree.range(range).map(|item| {
+            let (key, value) = item?;
+            Ok((id_of_key(&key)?, value))
+        })
     }
 
     /// The seqs of callback `id`'s first deliveries (`value` is its stored
@@ -237,14 +245,10 @@ impl Journal {
         if from >= horizon {
             return Ok(());
         }
-        for item in self
-            .tree
-            .range(key(b'c', from, &[])..key(b'c', horizon, &[]))
-        {
-            let (_, value) = item?;
-            let record = CallbackRecord::decode(&value)?;
-            if let Some(task) = &record.task_id {
-                self.tree.insert(task_key(task, record.id), &[])?;
+        for item in self.callbacks_between(from, horizon) {
+            let (id, value) = item?;
+            if let Some(task) = CallbackRecord::decode(&value)?.task_id {
+                self.tree.insert(task_key(&task, id), &[])?;
             }
         }
         self.tree.insert(TASKS_MARK, &horizon.to_bytes())?;
