@@ -131,6 +131,7 @@ impl RelayConfig {
 
     /// Starts the relay in this process.
     pub async fn start(&self) -> TestRelay {
+        wait_until_journal_unlocked(&self.journal).await;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -223,6 +224,28 @@ pub async fn open_stopped_journal(path: &Path) -> callback_relay::journal::Journ
                 return opened
                     .unwrap_or_else(|err| panic!("open the journal at {}: {err}", path.display()));
             }
+        }
+    }
+}
+
+/// Waits until nothing holds the lock of the journal at `path`, if it exists. A journal
+/// closed in this process (a relay stopped, or one opened by the test) lets go of its lock
+/// only when sled's flusher thread next wakes, so a relay restarted at once could find it
+/// locked and fail to start.
+async fn wait_until_journal_unlocked(path: &Path) {
+    let db = path.join("db");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let Ok(file) = std::fs::File::open(&db) else {
+            return;
+        };
+        match file.try_lock() {
+            // Dropping the file lets go of the lock just taken.
+            Ok(()) => return,
+            Err(std::fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(err) => panic!("journal {} stays locked: {err}", db.display()),
         }
     }
 }
