@@ -26,7 +26,7 @@ use crate::events::Events;
 use crate::ingest::now_ms;
 use crate::journal::{
     Attempt, CallbackId, CallbackRecord, Delivery, DeliveryState, Fresh, Journal, JournalError,
-    QueueEntry, lane_of,
+    QueueEntry, Scanned, lane_of,
 };
 use crate::retry::{Outcome, RetryPolicy};
 use crate::route::RouteTable;
@@ -62,6 +62,11 @@ pub struct Dispatcher {
 
 /// How often the intake mark is moved forward.
 const MARK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How many new callbacks a lane reads for one turn of its loop. A lane far
+/// behind, as after a restart from an old intake mark, would otherwise hold
+/// a runtime worker, which also answers callbacks, for its whole scan.
+const SCAN_BUDGET: usize = 1024;
 
 /// One destination's queue runner.
 struct Lane {
@@ -361,8 +366,9 @@ impl LaneRunner {
     /// Starts attempts for due deliveries while the lane has room, and
     /// returns when the next one is due, if any is waiting.
     fn launch_due(&mut self) -> Option<Instant> {
+        let mut budget = SCAN_BUDGET;
         while self.running.len() < self.lane.limit {
-            let next = self.scan().and_then(|()| self.next_queued());
+            let next = self.scan(&mut budget).and_then(|()| self.next_queued());
             let queued = match next {
                 Ok(queued) => queued,
                 Err(err) => {
@@ -381,6 +387,9 @@ impl LaneRunner {
                     self.launch(Job::First(found));
                 }
                 (None, Some(entry)) if entry.due_ms <= now => self.launch(Job::Queued(entry)),
+                // The scan stopped short of the horizon: go on with it
+                // after letting other tasks run.
+                (None, _) if budget == 0 => return Some(Instant::now()),
                 (None, Some(entry)) => {
                     let wait = entry.due_ms.saturating_sub(now);
                     return Some(Instant::now() + Duration::from_millis(wait));
@@ -391,10 +400,10 @@ impl LaneRunner {
         None
     }
 
-    /// Looks for the next delivery never attempted, unless one is found
-    /// already or the lane does not scan.
-    fn scan(&mut self) -> Result<(), JournalError> {
-        if !self.lane.scans || self.found.is_some() {
+    /// Looks for the next delivery never attempted, reading at most `budget`
+    /// callbacks, unless one is found already or the lane does not scan.
+    fn scan(&mut self, budget: &mut usize) -> Result<(), JournalError> {
+        if !self.lane.scans || self.found.is_some() || *budget == 0 {
             return Ok(());
         }
         let journal = &self.dispatcher.journal;
@@ -402,12 +411,12 @@ impl LaneRunner {
         if self.scan_from.0 >= horizon {
             return Ok(());
         }
-        match journal.next_fresh(self.lane.id, self.scan_from, horizon)? {
-            Some(found) => {
+        match journal.next_fresh(self.lane.id, self.scan_from, horizon, budget)? {
+            Scanned::Found(found) => {
                 self.scan_from = (found.record.id, found.delivery.seq);
-                self.found = Some(Box::new(found));
+                self.found = Some(found);
             }
-            None => self.scan_from = (horizon, 0),
+            Scanned::Upto(at) => self.scan_from = at,
         }
         self.publish_low_mark();
         Ok(())

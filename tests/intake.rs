@@ -101,3 +101,83 @@ async fn deliveries_never_attempted_still_go_to_a_destination_no_longer_configur
     );
     relay.stop().await;
 }
+
+/// Posts the WAV fixture `n` times over `workers` connections at once.
+async fn post_concurrently(
+    client: &Client,
+    url: &str,
+    n: usize,
+    workers: usize,
+) -> BTreeSet<String> {
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let (client, url) = (client.clone(), url.to_owned());
+        let share = n / workers + usize::from(worker < n % workers);
+        tasks.push(tokio::spawn(
+            async move { post(&client, &url, share).await },
+        ));
+    }
+    let mut ids = BTreeSet::new();
+    for task in tasks {
+        ids.extend(task.await.expect("a posting task"));
+    }
+    ids
+}
+
+#[tokio::test]
+async fn a_lane_far_behind_the_intake_mark_scans_its_way_to_new_callbacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    // One destination holds its only attempt, so the intake mark stays at its callback while
+    // the other destination gets thousands after it: more than a lane reads in one turn.
+    let held = FakeDestination::start(Script::always_reply(
+        Reply::ok().delay(Duration::from_secs(60)),
+    ))
+    .await;
+    let fast = FakeDestination::start(Script::always(200)).await;
+    let config = RelayConfig::new(&journal)
+        .server("shutdown_timeout = \"200ms\"")
+        .route(
+            "held",
+            "/callbacks/held",
+            &[held.url("/hooks/held")],
+            "retry = { attempt_timeout = \"5m\" }",
+        )
+        .route("wav", "/callbacks/wav", &[fast.url("/hooks/wav")], "");
+    let client = Client::plain();
+
+    let relay = config.start().await;
+    let oldest = post(&client, &relay.url("/callbacks/held"), 1).await;
+    held.wait_for(1, WAIT).await;
+    let behind = post_concurrently(&client, &relay.url("/callbacks/wav"), 3000, 8).await;
+    assert_eq!(
+        fast.wait_for_ids(3000, Duration::from_secs(60)).await,
+        behind
+    );
+    relay.stop().await;
+    let oldest: CallbackId = oldest.first().unwrap().parse().unwrap();
+    {
+        let journal = support::open_stopped_journal(&journal).await;
+        let mark = journal.intake_mark().unwrap();
+        assert!(
+            mark <= oldest,
+            "intake mark {mark} passed the held callback {oldest}"
+        );
+    }
+
+    // After the restart the fast destination's lane reads every callback since the mark
+    // again; it must get through them to a new one without being woken for each turn.
+    held.set_script(Script::always(200));
+    let relay = config.start().await;
+    let new = post(&client, &relay.url("/callbacks/wav"), 1).await;
+    let all: BTreeSet<String> = behind.union(&new).cloned().collect();
+    assert_eq!(fast.wait_for_ids(3001, WAIT).await, all);
+    assert_eq!(
+        held.wait_for(2, WAIT).await.len(),
+        2,
+        "the cut-off attempt is made again"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fast.count(), 3001, "nothing delivered is sent again");
+    relay.stop().await;
+}

@@ -110,6 +110,16 @@ pub struct Fresh {
     pub delivery: Delivery,
 }
 
+/// What a scan for deliveries never attempted got to.
+#[derive(Debug)]
+pub enum Scanned {
+    /// The next such delivery.
+    Found(Box<Fresh>),
+    /// None before this delivery (an id and seq): the horizon, or where the
+    /// budget ran out.
+    Upto((CallbackId, u32)),
+}
+
 impl Journal {
     pub(super) fn intake(&self) -> MutexGuard<'_, Intake> {
         // A panic while holding this lock leaves plain data behind: still usable.
@@ -130,16 +140,22 @@ impl Journal {
     }
 
     /// The first delivery to `lane` that was never attempted, from delivery
-    /// `from` (an id and seq) on and below `horizon`.
+    /// `from` (an id and seq) on and below `horizon`, reading at most
+    /// `budget` callbacks (each one read is taken off it).
     pub fn next_fresh(
         &self,
         lane: u64,
         from: (CallbackId, u32),
         horizon: CallbackId,
-    ) -> Result<Option<Fresh>, JournalError> {
+        budget: &mut usize,
+    ) -> Result<Scanned, JournalError> {
         for item in self.callbacks_between(from.0, horizon) {
             let (id, value) = item?;
             let first = if id == from.0 { from.1 } else { 0 };
+            if *budget == 0 {
+                return Ok(Scanned::Upto((id, first)));
+            }
+            *budget -= 1;
             let ours = |url: &[u8]| lane_of_bytes(url) == lane;
             let Some(seq) = self
                 .never_attempted(id, &value, ours)?
@@ -150,14 +166,14 @@ impl Journal {
             };
             let stored = CallbackRecord::decode_stored(&value)?;
             if let Some(delivery) = stored.initial_delivery(seq) {
-                return Ok(Some(Fresh {
+                return Ok(Scanned::Found(Box::new(Fresh {
                     body: Bytes::copy_from_slice(stored.body),
                     record: stored.record,
                     delivery,
-                }));
+                })));
             }
         }
-        Ok(None)
+        Ok(Scanned::Upto((horizon, 0)))
     }
 
     /// Queues every delivery never attempted, from `from` on, whose lane is
@@ -321,6 +337,27 @@ mod tests {
         record.id
     }
 
+    /// The next delivery to `lane` never attempted, scanning without a
+    /// budget: a scan that finds none gets to the horizon.
+    fn fresh(
+        journal: &Journal,
+        lane: u64,
+        from: (CallbackId, u32),
+        horizon: CallbackId,
+    ) -> Option<Box<Fresh>> {
+        let mut unbounded = usize::MAX;
+        match journal
+            .next_fresh(lane, from, horizon, &mut unbounded)
+            .unwrap()
+        {
+            Scanned::Found(found) => Some(found),
+            Scanned::Upto(at) => {
+                assert_eq!(at, (horizon, 0), "an unbounded scan gets to the horizon");
+                None
+            }
+        }
+    }
+
     fn open(dir: &std::path::Path) -> Journal {
         Journal::open_for_test(dir, RejectedLimits::default())
     }
@@ -355,6 +392,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_scan_stops_where_its_budget_runs_out_and_goes_on_from_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = open(dir.path());
+        let one = accept(&journal, None).await;
+        let two = accept(&journal, None).await;
+        let horizon = journal.horizon();
+        let elsewhere = lane_of("http://127.0.0.1:3002/hooks/wav");
+
+        // A lane with no delivery reads one callback and stops before the next.
+        let mut budget = 1;
+        let scanned = journal.next_fresh(elsewhere, (one, 0), horizon, &mut budget);
+        assert!(matches!(scanned, Ok(Scanned::Upto(at)) if at == (two, 0)));
+        assert_eq!(budget, 0);
+        // With nothing left, it stays where it was, seq included.
+        let scanned = journal.next_fresh(lane_of(SECOND), (one, 1), horizon, &mut budget);
+        assert!(matches!(scanned, Ok(Scanned::Upto(at)) if at == (one, 1)));
+        // Going on from there gets to the horizon.
+        let mut budget = 1;
+        let scanned = journal.next_fresh(elsewhere, (two, 0), horizon, &mut budget);
+        assert!(matches!(scanned, Ok(Scanned::Upto(at)) if at == (horizon, 0)));
+        // A find within the budget is returned, and costs what it read.
+        let mut budget = 5;
+        let scanned = journal.next_fresh(lane_of(SECOND), (one, 0), horizon, &mut budget);
+        assert!(
+            matches!(scanned, Ok(Scanned::Found(f)) if (f.record.id, f.delivery.seq) == (one, 1))
+        );
+        assert_eq!(budget, 4);
+    }
+
+    #[tokio::test]
     async fn each_lane_finds_its_deliveries_until_an_attempt_changes_them() {
         let dir = tempfile::tempdir().unwrap();
         let journal = open(dir.path());
@@ -363,28 +430,21 @@ mod tests {
         let horizon = journal.horizon();
         let start = (CallbackId(0), 0);
 
-        let first = journal.next_fresh(lane_of(FIRST), start, horizon).unwrap();
+        let first = fresh(&journal, lane_of(FIRST), start, horizon);
         let first = first.expect("a delivery to the first destination");
         assert_eq!((first.record.id, first.delivery.seq), (one, 0));
         assert_eq!(&first.body[..], b"{}");
-        let second = journal.next_fresh(lane_of(SECOND), start, horizon).unwrap();
+        let second = fresh(&journal, lane_of(SECOND), start, horizon);
         assert_eq!(
             second.map(|f| (f.record.id, f.delivery.seq)),
             Some((one, 1))
         );
 
         // Scanning on from just after it finds the next callback's.
-        let next = journal
-            .next_fresh(lane_of(FIRST), (one, 1), horizon)
-            .unwrap();
+        let next = fresh(&journal, lane_of(FIRST), (one, 1), horizon);
         assert_eq!(next.map(|f| f.record.id), Some(two));
         // Nothing at or past the horizon.
-        assert!(
-            journal
-                .next_fresh(lane_of(FIRST), (one, 1), two)
-                .unwrap()
-                .is_none()
-        );
+        assert!(fresh(&journal, lane_of(FIRST), (one, 1), two).is_none());
 
         // Once an attempt is journaled, the delivery is no longer new.
         let mut delivery = first.delivery;
@@ -400,7 +460,7 @@ mod tests {
         journal
             .finish_attempt(None, one, &delivery, &attempt)
             .unwrap();
-        let found = journal.next_fresh(lane_of(FIRST), start, horizon).unwrap();
+        let found = fresh(&journal, lane_of(FIRST), start, horizon);
         assert_eq!(found.map(|f| f.record.id), Some(two));
         assert!(
             journal.pending_lanes().unwrap().is_empty(),

@@ -57,7 +57,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use intake::{Fresh, Reservation};
+pub use intake::{Fresh, Reservation, Scanned};
 pub use query::{CallbackState, Detail, Filter, LookupError, Page, Summary};
 pub use record::{Attempt, CallbackId, CallbackRecord, Delivery, DeliveryState};
 pub use rejected::{RejectedLimits, RejectedRecord};
