@@ -213,19 +213,9 @@ impl Drop for TestRelay {
 /// Opens the journal at `path` once the relay that used it has let go: sled's threads drop
 /// its lock a moment after a relay stops, and the kernel's as soon as a killed one is gone.
 pub async fn open_stopped_journal(path: &Path) -> callback_relay::journal::Journal {
-    use callback_relay::journal::{Journal, JournalError};
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match Journal::open(path, 8 << 20) {
-            Err(JournalError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            opened => {
-                return opened
-                    .unwrap_or_else(|err| panic!("open the journal at {}: {err}", path.display()));
-            }
-        }
-    }
+    wait_until_journal_unlocked(path).await;
+    callback_relay::journal::Journal::open(path, 8 << 20)
+        .unwrap_or_else(|err| panic!("open the journal at {}: {err}", path.display()))
 }
 
 /// Waits until nothing holds the lock of the journal at `path`, if it exists. A journal
